@@ -1,0 +1,33 @@
+# fairseq-nar-plugins: install, test, demo.
+#   make install   build .venv/ (idempotent): torch, fairseq-fixed built against it, this package
+#   make test      install, then run the test suite
+#   make demo      install, then the main job: Multi30k en->de CTC NAT on the CPU, decode, sacreBLEU
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PINS := requirements/pins.txt
+STAMP := $(VENV)/.installed
+
+# demo settings (override on the command line: make demo DATA=/path/to/multi30k TRAIN_MINUTES=5)
+DATA ?= ../shared/data/multi30k-en-de
+WORK ?= work/demo
+TRAIN_MINUTES ?= 8
+
+.PHONY: install test demo clean-venv
+
+install: $(STAMP)
+
+$(STAMP): setup.py $(PINS) Makefile
+	@bash scripts/install.sh "$(PYTHON)" "$(VENV)" "$(PINS)"
+	@touch $(STAMP)
+
+test: install
+	$(VENV)/bin/python -m pytest -ra tests
+
+demo: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/multi30k/demo.sh "$(DATA)" "$(WORK)" "$(TRAIN_MINUTES)"
+
+clean-venv:
+	rm -rf $(VENV)
