@@ -1,0 +1,3 @@
+"""fairseq criterions of the plugin. fairseq does not auto-import criterions from --user-dir: the package
+``__init__`` imports this module."""
+from . import ctc  # noqa: F401

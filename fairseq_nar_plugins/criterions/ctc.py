@@ -1,0 +1,122 @@
+"""Criterion ``ctc``: CTC loss for non-autoregressive decoders, on top of fairseq's ``nat_loss``.
+
+A model's ``forward`` returns named loss terms, as for ``nat_loss``. A term carrying ``"ctc": True`` is scored with CTC::
+
+    {"word_ins": {"ctc": True,
+                  "out": logits (B, F, V) over decoder frames,
+                  "out_mask": bool (B, F), True at real (non-padding) frames,
+                  "tgt": target ids (B, L) without <s>/</s>, padded with <pad>,
+                  "blank": index of the blank symbol,
+                  "nll_loss": True, "factor": 1.0}}
+
+Every other term (length classification, Levenshtein placeholder/insertion/deletion, custom ``"loss"`` terms) goes
+through ``nat_loss`` unchanged, so models can mix CTC with fairseq's NAT objectives.
+
+Normalisation follows ``nat_loss``: each term is a per-token mean (the CTC negative log-likelihood of a sentence is
+divided by its target length, then averaged over sentences) and ``sample_size`` is 1. Sentences whose target cannot be
+aligned get an infinite loss; they contribute zero loss and zero gradient and are counted in the ``ctc_inf`` stat
+(in training the ``translation_lev_ctc`` task has already skipped them, so a non-zero count there means a bug).
+"""
+from dataclasses import dataclass
+
+from fairseq import utils
+from fairseq.criterions import register_criterion
+from fairseq.criterions.nat_loss import (
+    LabelSmoothedDualImitationCriterion,
+    LabelSmoothedDualImitationCriterionConfig,
+)
+from fairseq.logging import metrics
+
+from ..modules.ctc_utils import ctc_loss
+
+
+@dataclass
+class CTCCriterionConfig(LabelSmoothedDualImitationCriterionConfig):
+    """``--label-smoothing`` applies to CTC terms (and to other terms that do not set their own ``ls``)."""
+
+
+def _take_over_criterion_name(name: str) -> None:
+    """fairseq itself registers a speech-recognition criterion under ``ctc`` (``fairseq.criterions.ctc``, for
+    wav2vec-style ASR models). The brief of this plugin asks for ``--criterion ctc`` to mean CTC for NAT text
+    generation, so while the plugin is loaded the name points here; fairseq's speech class stays importable as
+    ``fairseq.criterions.ctc.CtcCriterion``."""
+    from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
+
+    existing = CRITERION_REGISTRY.get(name)
+    if existing is not None and existing.__module__ != __name__:
+        CRITERION_REGISTRY.pop(name)
+        CRITERION_DATACLASS_REGISTRY.pop(name, None)
+
+
+_take_over_criterion_name("ctc")
+
+
+@register_criterion("ctc", dataclass=CTCCriterionConfig)
+class CTCCriterion(LabelSmoothedDualImitationCriterion):
+    def _compute_ctc_loss(self, term, name):
+        lprobs = utils.log_softmax(term["out"], dim=-1)
+        targets = term["tgt"]
+        loss, nll, infinite = ctc_loss(
+            lprobs,
+            frame_padding_mask=~term["out_mask"],
+            targets=targets,
+            target_padding_mask=targets.eq(self.padding_idx),
+            blank=term["blank"],
+            label_smoothing=self.label_smoothing,
+        )
+        lengths = targets.ne(self.padding_idx).sum(1).clamp(min=1).to(loss.dtype)
+        factor = term.get("factor", 1.0)
+        return {
+            "name": name,
+            "loss": (loss / lengths).mean() * factor,
+            "nll_loss": (nll / lengths).mean(),
+            "factor": factor,
+            "ctc_inf": int(infinite.sum()),
+        }
+
+    def forward(self, model, sample, reduce=True):
+        nsentences, ntokens = sample["nsentences"], sample["ntokens"]
+        src_tokens = sample["net_input"]["src_tokens"]
+        src_lengths = sample["net_input"]["src_lengths"]
+        outputs = model(src_tokens, src_lengths, sample.get("prev_target"), sample["target"])
+
+        losses, nll_losses, n_inf = [], [], 0
+        for name, term in outputs.items():
+            if term.get("ctc", False):
+                result = self._compute_ctc_loss(term, name + "-loss")
+                n_inf += result["ctc_inf"]
+            elif term.get("loss", None) is None:
+                result = self._compute_loss(
+                    term.get("out"), term.get("tgt"), term.get("mask", None),
+                    term.get("ls", self.label_smoothing), name=name + "-loss", factor=term.get("factor", 1.0),
+                )
+            else:
+                result = self._custom_loss(term.get("loss"), name=name + "-loss", factor=term.get("factor", 1.0))
+            losses.append(result)
+            if term.get("nll_loss", False):
+                nll_losses.append(result.get("nll_loss", 0.0))
+
+        loss = sum(r["loss"] for r in losses)
+        nll_loss = sum(nll_losses) if nll_losses else loss.new_tensor(0)
+        logging_output = {
+            "loss": loss.data,
+            "nll_loss": nll_loss.data,
+            "ntokens": ntokens,
+            "nsentences": nsentences,
+            "sample_size": 1,
+            "ctc_inf": n_inf,
+        }
+        for r in losses:
+            logging_output[r["name"]] = utils.item(r["loss"].data / r["factor"])
+        return loss, 1, logging_output
+
+    @staticmethod
+    def reduce_metrics(logging_outputs) -> None:
+        LabelSmoothedDualImitationCriterion.reduce_metrics(logging_outputs)
+        n_inf = sum(log.get("ctc_inf", 0) for log in logging_outputs)
+        metrics.log_scalar_sum("ctc_inf", n_inf, round=0)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True
+

@@ -1,0 +1,1 @@
+"""Data preparation helpers that run before fairseq-preprocess (no fairseq import needed)."""

@@ -1,0 +1,1 @@
+"""Pieces that several models share (CTC utilities, backbones, length predictors, ...)."""

@@ -1,0 +1,2 @@
+"""fairseq tasks of the plugin (imported by fairseq from --user-dir, and by the package itself)."""
+from . import translation_lev_ctc  # noqa: F401

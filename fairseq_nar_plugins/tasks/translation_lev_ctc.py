@@ -1,0 +1,125 @@
+"""Task ``translation_lev_ctc``: fairseq's ``translation_lev`` for decoders trained with CTC.
+
+What it adds to ``translation_lev`` (noise injection, ``IterativeRefinementGenerator``, ``<s>``-prepended data):
+
+* ``--upsample-ratio R``: the decoder gets ``round(R * source length)`` frames (see :mod:`..modules.ctc_utils`);
+  models read the ratio from the task when they are built.
+* a CTC blank symbol (``--ctc-blank-symbol``, default ``<ctc_blank>``) added to both dictionaries, so that joined
+  dictionaries stay identical and ``--share-all-embeddings`` keeps working;
+* the unalignable-pair policy. A pair whose target needs more CTC frames than its source provides (target tokens
+  plus one blank between equal neighbours > frames) has no CTC alignment. Such pairs are counted and reported once per
+  split when the split is loaded, then **skipped in the training split** (``--train-subset``), and **kept in every
+  other split**, where their loss is infinite: the ``ctc`` criterion zeroes it and counts it in the ``ctc_inf`` stat,
+  and generation still produces a (necessarily too short) hypothesis so that scores stay comparable.
+"""
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from fairseq.tasks import register_task
+from fairseq.tasks.translation_lev import TranslationLevenshteinConfig, TranslationLevenshteinTask
+
+from ..modules.ctc_utils import DEFAULT_BLANK_SYMBOL, add_blank_symbol, ctc_required_frames, num_frames
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TranslationLevCTCConfig(TranslationLevenshteinConfig):
+    upsample_ratio: float = field(
+        default=2.0,
+        metadata={
+            "help": "CTC decoders get round(ratio x source length) frames (source length counts <s> and </s>). "
+            "Pairs whose target needs more frames are skipped in training and kept (and counted) elsewhere."
+        },
+    )
+    ctc_blank_symbol: str = field(
+        default=DEFAULT_BLANK_SYMBOL,
+        metadata={
+            "help": "symbol used as the CTC blank; added to both dictionaries unless it is already there "
+            "(e.g. '<unk>' reuses the unknown-word symbol, as DEER does with pretrained vocabularies)"
+        },
+    )
+
+
+def unalignable_mask(dataset, ratio: float) -> np.ndarray:
+    """Bool array over the examples of a ``LanguagePairDataset``: True where the target cannot be CTC-aligned to
+    ``round(ratio * source size)`` frames. Targets are read without their ``<s>``/``</s>``.
+
+    Only pairs that could fail on length alone (``frames < 2 * target length``) have their tokens read.
+    """
+    import torch
+
+    src_sizes = np.asarray(dataset.src_sizes, dtype=np.int64)
+    tgt_sizes = np.asarray(dataset.tgt_sizes, dtype=np.int64)
+    frames = num_frames(torch.from_numpy(src_sizes), ratio).numpy()
+    content = tgt_sizes - 2  # without <s> and </s>
+    mask = np.zeros(len(src_sizes), dtype=bool)
+    mask[frames < content] = True
+    maybe = np.nonzero((frames >= content) & (frames < 2 * content))[0]
+    for i in maybe:
+        tokens = dataset.tgt[int(i)][1:-1].tolist()
+        mask[i] = frames[i] < ctc_required_frames(tokens)
+    return mask
+
+
+@register_task("translation_lev_ctc", dataclass=TranslationLevCTCConfig)
+class TranslationLevCTCTask(TranslationLevenshteinTask):
+    """Translation with CTC non-autoregressive decoders (see module docstring for the data policy)."""
+
+    cfg: TranslationLevCTCConfig
+
+    def __init__(self, cfg, src_dict, tgt_dict):
+        super().__init__(cfg, src_dict, tgt_dict)
+        if cfg.upsample_ratio <= 0:
+            raise ValueError(f"--upsample-ratio must be positive, got {cfg.upsample_ratio}")
+        self.blank_idx = add_blank_symbol(tgt_dict, cfg.ctc_blank_symbol)
+        src_blank = add_blank_symbol(src_dict, cfg.ctc_blank_symbol)
+        if src_dict is not tgt_dict and len(src_dict) == len(tgt_dict) and src_blank != self.blank_idx:
+            raise ValueError("the CTC blank got different indices in the source and target dictionaries")
+
+    @property
+    def upsample_ratio(self) -> float:
+        return self.cfg.upsample_ratio
+
+    @classmethod
+    def setup_task(cls, cfg, **kwargs):
+        for path in (cfg.data or "").split(os.pathsep):
+            if not os.path.isdir(path):
+                raise FileNotFoundError(
+                    f"data directory {path!r} (the positional DATA argument) does not exist; pass the directory "
+                    "written by fairseq-preprocess (it holds dict.SRC.txt, dict.TGT.txt and the .bin/.idx files)"
+                )
+        return super().setup_task(cfg, **kwargs)
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
+        dataset = self.datasets[split]
+        if getattr(dataset, "tgt", None) is None:
+            return
+        mask = unalignable_mask(dataset, self.cfg.upsample_ratio)
+        n_bad = int(mask.sum())
+        training = split == self.cfg.train_subset
+        if n_bad:
+            examples = np.nonzero(mask)[0][:10].tolist()
+            action = (
+                "skipped in training" if training else "kept (their CTC loss is infinite and counted as ctc_inf)"
+            )
+            logger.warning(
+                f"[{split}] {n_bad:,} of {len(mask):,} pairs cannot be CTC-aligned at --upsample-ratio "
+                f"{self.cfg.upsample_ratio:g} (target longer than the upsampled source): {action}; "
+                f"first example ids: {examples}. A larger --upsample-ratio keeps more pairs."
+            )
+        else:
+            logger.info(f"[{split}] all {len(mask):,} pairs can be CTC-aligned at --upsample-ratio "
+                        f"{self.cfg.upsample_ratio:g}")
+        dataset.ctc_unalignable = mask if training else None
+
+    def filter_indices_by_size(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
+        """Drops the unalignable pairs of the training split (marked by :meth:`load_dataset`), then fairseq's
+        usual size filtering."""
+        mask = getattr(dataset, "ctc_unalignable", None)
+        if mask is not None:
+            indices = indices[~mask[indices]]
+        return super().filter_indices_by_size(indices, dataset, max_positions, ignore_invalid_inputs)
