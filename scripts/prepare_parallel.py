@@ -35,7 +35,6 @@ def get_parser():
     p.add_argument("--model-type", default="unigram", choices=["unigram", "bpe"], help="sentencepiece model type")
     p.add_argument("--character-coverage", type=float, default=1.0, help="sentencepiece character coverage")
     p.add_argument("--max-train-lines", type=int, default=0, help="use at most this many training pairs (0 = all)")
-    p.add_argument("--seed", type=int, default=1, help="sentencepiece sampling seed")
     return p
 
 
@@ -72,7 +71,6 @@ def main(argv=None):
         character_coverage=args.character_coverage,
         # fairseq's Dictionary adds <s> <pad> </s> <unk> itself: keep them out of the pieces
         bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
-        random_seed=args.seed,
         num_threads=os.cpu_count() or 1,
         minloglevel=2,
     )

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The main job: Multi30k en->de with a small CTC non-autoregressive Transformer, on the CPU.
+#   prepare (check + joint sentencepiece) -> fairseq-preprocess -> fairseq-train (bounded time)
+#   -> fairseq-generate test_2016_flickr (one pass, greedy CTC) -> sacreBLEU with its signature.
+# Usage: examples/multi30k/demo.sh DATA_DIR WORK_DIR TRAIN_MINUTES
+#   DATA_DIR  holds {train,valid,test_2016_flickr}.{en,de}, raw text (default ../shared/data/multi30k-en-de).
+#             Outside this environment, get it with:
+#               for f in train val test_2016_flickr; do wget https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/$f.{en,de}.gz; done
+#             (then gunzip, and rename val.* to valid.*).
+# Re-running reuses the prepared data and resumes training from WORK_DIR/ckpt/checkpoint_last.pt.
+set -euo pipefail
+DATA=${1:-../shared/data/multi30k-en-de}
+WORK=${2:-work/demo}
+MINUTES=${3:-8}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+USER_DIR=$ROOT/fairseq_nar_plugins
+SRC=en; TGT=de
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+
+if [ ! -d "$DATA" ]; then
+  echo "ERROR: data directory '$DATA' not found. Pass the Multi30k directory: make demo DATA=/path/to/multi30k-en-de" >&2
+  exit 1
+fi
+mkdir -p "$WORK"
+T0=$(date +%s)
+
+echo "== 1/4 prepare: check the corpus, learn a joint sentencepiece vocabulary ($WORK/spm)"
+if [ ! -f "$WORK/spm/.done" ]; then
+  python "$ROOT/scripts/prepare_parallel.py" --data-dir "$DATA" --src $SRC --tgt $TGT \
+    --train train --valid valid --test test_2016_flickr --out-dir "$WORK/spm" --vocab-size 8000
+  touch "$WORK/spm/.done"
+else echo "reusing $WORK/spm"; fi
+
+echo "== 2/4 fairseq-preprocess ($WORK/bin)"
+if [ ! -f "$WORK/bin/.done" ]; then
+  fairseq-preprocess --source-lang $SRC --target-lang $TGT --joined-dictionary \
+    --trainpref "$WORK/spm/train" --validpref "$WORK/spm/valid" --testpref "$WORK/spm/test_2016_flickr" \
+    --destdir "$WORK/bin" --workers 2 --log-format simple 2>&1 | grep --line-buffered -v -i "warn" | tail -n 4
+  touch "$WORK/bin/.done"
+else echo "reusing $WORK/bin"; fi
+
+echo "== 3/4 fairseq-train nat_ctc_transformer_small for at most $MINUTES minutes ($WORK/ckpt)"
+STOP_HOURS=$(python -c "print($MINUTES / 60)")
+T1=$(date +%s)
+fairseq-train "$WORK/bin" --user-dir "$USER_DIR" \
+  --task translation_lev_ctc --upsample-ratio 2 --noise no_noise \
+  --arch nat_ctc_transformer_small --share-all-embeddings --dropout 0.1 \
+  --criterion ctc --label-smoothing 0.1 \
+  --optimizer adam --adam-betas '(0.9, 0.98)' --clip-norm 1.0 \
+  --lr 0.001 --lr-scheduler inverse_sqrt --warmup-updates 300 --warmup-init-lr 1e-07 \
+  --max-tokens 2048 --stop-time-hours "$STOP_HOURS" --max-update 100000 \
+  --save-dir "$WORK/ckpt" --no-epoch-checkpoints --save-interval-updates 200 --keep-interval-updates 1 \
+  --cpu --num-workers 0 --seed 1 --log-format simple --log-interval 50 2>&1 | grep --line-buffered -v -i "warn"
+T2=$(date +%s)
+
+echo "== 4/4 fairseq-generate test_2016_flickr (greedy CTC, one pass) and sacreBLEU"
+fairseq-generate "$WORK/bin" --user-dir "$USER_DIR" --task translation_lev_ctc --gen-subset test \
+  --path "$WORK/ckpt/checkpoint_last.pt" --iter-decode-max-iter 0 \
+  --batch-size 64 --required-batch-size-multiple 1 \
+  --bpe sentencepiece --sentencepiece-model "$WORK/spm/spm.model" --cpu > "$WORK/generate-test.out" 2> "$WORK/generate-test.log"
+grep "Translated" "$WORK/generate-test.log" | sed 's/.*INFO | fairseq_cli.generate | //' || true
+python "$ROOT/scripts/score_generate.py" --generate-output "$WORK/generate-test.out" \
+  --reference "$WORK/spm/raw/test_2016_flickr.$TGT" --hyp-out "$WORK/hyp.test_2016_flickr.$TGT" | tee "$WORK/bleu.txt"
+T3=$(date +%s)
+echo "== done: training $((T2 - T1)) s, whole demo $((T3 - T0)) s; hypotheses in $WORK/hyp.test_2016_flickr.$TGT"

@@ -1,0 +1,108 @@
+"""translation_lev_ctc: blank symbol, unalignable-pair detection and the skip-in-training / keep-in-eval policy."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+from fairseq.data import Dictionary, LanguagePairDataset
+
+from fairseq_nar_plugins.tasks.translation_lev_ctc import TranslationLevCTCTask, unalignable_mask
+
+
+def make_dict(words=("a", "b", "c")):
+    d = Dictionary()
+    for w in words:
+        d.add_symbol(w)
+    return d
+
+
+def pair_dataset(d, pairs):
+    """pairs of word lists -> LanguagePairDataset with <s> ... </s> on both sides (as translation_lev loads it)."""
+    def enc(ws):
+        return torch.LongTensor([d.bos()] + [d.index(w) for w in ws] + [d.eos()])
+    src = [enc(s) for s, _ in pairs]
+    tgt = [enc(t) for _, t in pairs]
+    return LanguagePairDataset(src, [len(x) for x in src], d, tgt, [len(x) for x in tgt], d)
+
+
+PAIRS = [
+    (["a"], ["a", "b", "c"]),             # 3 src tokens -> 6 frames at ratio 2; needs 3: ok
+    (["a"], ["a", "b", "c", "a", "b"]),   # needs 5 <= 6: ok
+    (["a"], ["a", "a", "a", "a"]),        # needs 4 + 3 repeats = 7 > 6: unalignable (repeats)
+    (["a"], ["a", "b", "c", "a", "b", "c", "a"]),  # needs 7 > 6: unalignable (length)
+    (["a", "b"], ["a", "a", "a", "a"]),   # 8 frames, needs 7: ok
+]
+
+
+def test_unalignable_mask_matches_ctc_definition():
+    d = make_dict()
+    assert unalignable_mask(pair_dataset(d, PAIRS), 2.0).tolist() == [False, False, True, True, False]
+    # a larger ratio makes everything alignable
+    assert not unalignable_mask(pair_dataset(d, PAIRS), 3.0).any()
+
+
+class _Cfg:
+    """Just the config fields TranslationLevCTCTask reads, for an in-memory task."""
+    def __init__(self, **kw):
+        self.__dict__.update(dict(upsample_ratio=2.0, ctc_blank_symbol="<ctc_blank>", train_subset="train",
+                                  noise="no_noise"), **kw)
+
+
+def make_task(**kw):
+    d = make_dict()
+    task = TranslationLevCTCTask.__new__(TranslationLevCTCTask)
+    # run only our __init__ logic on top of a minimal FairseqTask state
+    task.cfg, task.src_dict, task.tgt_dict, task.datasets = _Cfg(**kw), d, d, {}
+    task.dataset_to_epoch_iter, task.state = {}, None
+    from fairseq_nar_plugins.modules.ctc_utils import add_blank_symbol
+    task.blank_idx = add_blank_symbol(d, task.cfg.ctc_blank_symbol)
+    return task, d
+
+
+def test_blank_symbol_is_added_once_and_reused():
+    d = make_dict()
+    from fairseq_nar_plugins.modules.ctc_utils import add_blank_symbol
+    i = add_blank_symbol(d)
+    assert d[i] == "<ctc_blank>" and add_blank_symbol(d) == i and len(d) == i + 1
+    assert add_blank_symbol(d, "<unk>") == d.unk()
+
+
+@pytest.mark.parametrize("split,expect_kept", [("train", [0, 1, 4]), ("valid", [0, 1, 2, 3, 4])])
+def test_policy_skip_in_training_keep_in_evaluation(split, expect_kept, caplog, monkeypatch):
+    task, d = make_task()
+    ds = pair_dataset(d, PAIRS)
+
+    def fake_parent_load(self, split, epoch=1, combine=False, **kwargs):
+        self.datasets[split] = ds
+
+    monkeypatch.setattr(
+        "fairseq.tasks.translation_lev.TranslationLevenshteinTask.load_dataset", fake_parent_load
+    )
+    with caplog.at_level(logging.INFO):
+        task.load_dataset(split)
+    reports = [r.getMessage() for r in caplog.records if "cannot be CTC-aligned" in r.getMessage()]
+    assert len(reports) == 1 and "2 of 5 pairs" in reports[0]
+    assert ("skipped in training" in reports[0]) == (split == "train")
+    kept = task.filter_indices_by_size(np.arange(5), ds, max_positions=None)
+    assert kept.tolist() == expect_kept
+
+
+def test_nonpositive_ratio_is_refused(tmp_path):
+    d = make_dict()
+    d.save(str(tmp_path / "dict.src.txt"))
+    d.save(str(tmp_path / "dict.tgt.txt"))
+    from fairseq import options, tasks
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [str(tmp_path), "--task", "translation_lev_ctc", "-s", "src", "-t",
+                                                "tgt", "--upsample-ratio", "0", "--arch", "nat_ctc_transformer_tiny"])
+    with pytest.raises(ValueError, match="--upsample-ratio must be positive"):
+        tasks.setup_task(args)
+
+
+def test_missing_data_directory_names_the_flag(tmp_path):
+    from fairseq import options, tasks
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [str(tmp_path / "nope"), "--task", "translation_lev_ctc", "-s", "src",
+                                                "-t", "tgt", "--arch", "nat_ctc_transformer_tiny"])
+    with pytest.raises(FileNotFoundError, match="nope.*DATA argument"):
+        tasks.setup_task(args)
