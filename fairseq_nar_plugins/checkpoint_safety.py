@@ -10,6 +10,7 @@ exactly those classes with ``torch.serialization.add_safe_globals`` and wraps fa
 import argparse
 import functools
 import pickle
+import re
 
 import numpy as np
 import torch
@@ -50,9 +51,11 @@ def _guarded(load_fn):
         except pickle.UnpicklingError as e:
             if isinstance(e, UnsafeCheckpointError):
                 raise
+            found = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(e))
+            what = found.group(1) if found else str(e).strip().splitlines()[-1]
             raise UnsafeCheckpointError(
-                f"refusing to load checkpoint {path}: it holds a pickled object that fairseq-nar-plugins does not "
-                f"allow-list, and loading it would let the file run code. torch said: {str(e).splitlines()[0]} "
+                f"refusing to load checkpoint {path}: it holds a pickled object ({what}) that fairseq-nar-plugins "
+                "does not allow-list, and unpickling it could run code from the file. "
                 "If you wrote this file yourself and trust it, set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 for this "
                 "command (or re-save it with plain tensors/dicts); if you forgot --user-dir, add it."
             ) from e

@@ -26,5 +26,7 @@ def test_sacrebleu_value_and_signature():
     score, sig = sacrebleu_score(["the cat sat on the mat"], ["the cat sat on the mat"])
     assert score.score == pytest.approx(100.0)
     assert sig.startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
+    # 4 of 6 words: precisions 2/4, 1/3, 1/2 smoothed..., brevity penalty exp(1 - 6/4)
     score, _ = sacrebleu_score(["the the the the"], ["the cat sat on the mat"])
-    assert score.score < 10
+    assert score.score == pytest.approx(11.52, abs=0.01)
+    assert score.bp == pytest.approx(0.6065, abs=1e-4)
