@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 # demo settings (override on the command line: make demo DATA=/path/to/multi30k TRAIN_MINUTES=5)
 DATA ?= ../shared/data/multi30k-en-de
 WORK ?= work/demo
-TRAIN_MINUTES ?= 8
+TRAIN_MINUTES ?= 9
 
 .PHONY: install test demo clean-venv
 
@@ -24,7 +24,7 @@ $(STAMP): setup.py $(PINS) Makefile
 	@touch $(STAMP)
 
 test: install
-	$(VENV)/bin/python -m pytest -ra tests
+	$(VENV)/bin/python -m pytest tests
 
 demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/multi30k/demo.sh "$(DATA)" "$(WORK)" "$(TRAIN_MINUTES)"
