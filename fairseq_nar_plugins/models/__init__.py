@@ -1,2 +1,2 @@
 """fairseq models of the plugin (imported by fairseq from --user-dir, and by the package itself)."""
-from . import nat_ctc_transformer  # noqa: F401
+from . import bnb, nat_ctc_transformer  # noqa: F401

@@ -9,13 +9,14 @@ One pass emits a distribution per frame; greedy CTC decoding (argmax, merge repe
 Train with ``--task translation_lev_ctc --criterion ctc``; decode with ``fairseq-generate --iter-decode-max-iter 0``.
 """
 import torch
-from fairseq.iterative_refinement_generator import DecoderOut
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.nat import FairseqNATDecoder, FairseqNATModel
 from fairseq.models.nat.nonautoregressive_transformer import base_architecture as nat_base_architecture
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
 
-from ..modules.ctc_utils import add_bos_eos, ctc_greedy_collapse, strip_bos_eos, upsample_states
+from ..modules.ctc_generation import CTCGenerationMixin
+from ..modules.ctc_utils import strip_bos_eos, upsample_states
+from ..modules.source_copy import ratio_copy_index
 
 
 def require_ctc_task(task, model_name: str):
@@ -27,7 +28,7 @@ def require_ctc_task(task, model_name: str):
 
 
 @register_model("nat_ctc_transformer")
-class NATCTCTransformerModel(FairseqNATModel):
+class NATCTCTransformerModel(CTCGenerationMixin, FairseqNATModel):
     @property
     def allow_ensemble(self):
         return False
@@ -67,37 +68,12 @@ class NATCTCTransformerModel(FairseqNATModel):
             }
         }
 
-    def forward_decoder(self, decoder_out, encoder_out, decoding_format=None, **kwargs):
-        """Greedy CTC decoding; the output rows are ``[<s>, tokens, </s>]`` with per-token log-probabilities."""
-        lprobs, frame_padding_mask = self.decoder(normalize=True, encoder_out=encoder_out)
-        tokens, scores = ctc_greedy_collapse(lprobs, frame_padding_mask, self.blank, self.pad)
-        output_tokens, output_scores = add_bos_eos(tokens, scores, self.bos, self.eos, self.pad)
-        history = decoder_out.history
-        if history is not None:
-            history.append(output_tokens.clone())
-        return decoder_out._replace(
-            output_tokens=output_tokens, output_scores=output_scores, attn=None, history=history
-        )
+    def ctc_frame_lprobs(self, encoder_out):
+        return self.decoder(normalize=True, encoder_out=encoder_out)
 
-    def initialize_output_tokens(self, encoder_out, src_tokens):
-        """One ``<unk>`` placeholder per decoder frame between ``<s>`` and ``</s>``, shape (B, F)."""
-        padding_mask = encoder_out["encoder_padding_mask"][0] if encoder_out["encoder_padding_mask"] else \
-            src_tokens.eq(self.pad)
-        _, frame_padding_mask, _ = upsample_states(
-            encoder_out["encoder_out"][0].transpose(0, 1)[:, :, :1], padding_mask, self.decoder.upsample_ratio
-        )
-        tokens = src_tokens.new_full(frame_padding_mask.shape, self.unk).masked_fill(frame_padding_mask, self.pad)
-        lengths = (~frame_padding_mask).sum(1)
-        tokens[:, 0] = self.bos
-        tokens.scatter_(1, (lengths - 1)[:, None], self.eos)
-        return DecoderOut(
-            output_tokens=tokens,
-            output_scores=tokens.new_zeros(tokens.shape, dtype=encoder_out["encoder_out"][0].dtype),
-            attn=None,
-            step=0,
-            max_step=0,
-            history=None,
-        )
+    def ctc_frame_padding_mask(self, encoder_out):
+        src_padding = encoder_out["encoder_padding_mask"][0]  # fairseq's TransformerEncoder always returns it
+        return ratio_copy_index((~src_padding).sum(1), self.decoder.upsample_ratio)[1]
 
 
 class CTCUpsamplingDecoder(FairseqNATDecoder):

@@ -57,21 +57,12 @@ def upsample_states(states: Tensor, padding_mask: Tensor, ratio: float) -> Tuple
         ``num_frames`` in the batch, right-padded with zeros; ``frame_padding_mask`` ``(B, F)`` True at padding
         frames; ``source_index`` ``(B, F)`` the source position each frame copies (0 at padding frames).
     """
-    bsz, src_len = padding_mask.shape
-    lengths = (~padding_mask).sum(1)
-    frames_per_sent = num_frames(lengths, ratio)
-    max_frames = int(frames_per_sent.max())
-    # positions of the real tokens, in order, moved to the front of each row (stable sort keeps their order)
-    real_first = (padding_mask.long()).argsort(dim=1, stable=True)  # (B, S)
-    frame = torch.arange(max_frames, device=states.device)
-    token_rank = torch.floor(frame.float()[None, :] / ratio).long()  # (1, F)
-    token_rank = torch.minimum(token_rank, (lengths - 1).clamp(min=0)[:, None])  # (B, F)
-    source_index = real_first.gather(1, token_rank)
-    frame_padding_mask = frame[None, :] >= frames_per_sent[:, None]
-    source_index = source_index.masked_fill(frame_padding_mask, 0)
-    frames = states.gather(1, source_index[:, :, None].expand(-1, -1, states.size(-1)))
-    frames = frames.masked_fill(frame_padding_mask[:, :, None], 0.0)
-    return frames, frame_padding_mask, source_index
+    from .source_copy import gather_source, ratio_copy_index
+
+    index, frame_padding_mask = ratio_copy_index((~padding_mask).sum(1), ratio)
+    real_first = padding_mask.long().argsort(dim=1, stable=True)
+    source_index = real_first.gather(1, index).masked_fill(frame_padding_mask, 0)
+    return gather_source(states, padding_mask, index, frame_padding_mask), frame_padding_mask, source_index
 
 
 def ctc_loss(

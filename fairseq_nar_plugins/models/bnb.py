@@ -1,0 +1,355 @@
+"""BERT-NAR-BERT (BnB; shared/papers/000): a BERT encoder and a non-autoregressive BERT decoder joined by a latent z.
+
+* Encoder: the BERT-family backbone (``modules.bert_backbone``); ``h`` ``(B, S, H)`` are its final states.
+* Latent: ``z = W_E h + b``, one ``P``-dimensional vector per source token (``--latent-dim P``).
+* Decoder: BERT layers with bidirectional self-attention and cross-attention to ``h`` (BERT2BERT style). It never
+  sees target tokens: its input at position ``t`` is position + token-type embeddings plus the latent brought onto
+  that position and mapped up to the decoder width (``P -> H``, GELU, as in the authors' code).
+
+  How ``z`` reaches decoder positions (``modules.source_copy``): with CTC the decoder has ``round(ratio * S)`` frames
+  and frame ``j`` reads ``z`` of source token ``floor(j / ratio)`` (each source latent copied ``ratio`` times); with
+  length classification the decoder has the (gold or predicted) target length ``T`` and position ``i`` reads ``z`` of
+  source token ``round(i (S - 1) / (T - 1))``: a longer decoder repeats latents, a shorter one skips some, and the
+  first and last positions always read the first and last source tokens.
+* Output length (``--length-mode``): ``lc``, length classification from the mean-pooled latent (fairseq ``nat_loss``
+  "length" term; ``--iter-decode-with-beam`` decodes several lengths and keeps the best), or ``ctc`` over an
+  upsampled decoder (``--task translation_lev_ctc --criterion ctc``).
+* Output layer: BERT's masked-LM head (dense, GELU, LayerNorm, projection tied to the decoder's token embeddings).
+* Initialisation: ``--pretrained-encoder PATH`` (and ``--pretrained-decoder``, default the same) from a BERT-family
+  checkpoint, or random. Cross-attention starts random (BERT2BERT, BnB) or as a copy of self-attention
+  (``--cross-attention-init self_attention``, MLAE).
+
+Tasks: ``translation_lev`` / ``translation_lev_ctc`` for MT, QG and summarization; ``masked_autoencoder_pretrain``
+for the additional pretraining (MLM 15 %, permutation LM 50 %), where the decoder length is the block length.
+"""
+import logging
+
+import torch
+import torch.nn as nn
+from fairseq import utils
+from fairseq.iterative_refinement_generator import DecoderOut
+from fairseq.models import FairseqDecoder, FairseqEncoder, FairseqEncoderDecoderModel, register_model, \
+    register_model_architecture
+from fairseq.models.nat.nonautoregressive_transformer import NATransformerModel
+
+from ..modules.bert_backbone import BertBackbone, BertBackboneConfig, BertLMHead
+from ..modules.ctc_generation import CTCGenerationMixin
+from ..modules.ctc_utils import strip_bos_eos
+from ..modules.length_predictor import LengthClassifier
+from ..modules.pretrained_import import build_pretrained_backbone
+from ..modules.source_copy import gather_source, ratio_copy_index, uniform_copy_index
+
+logger = logging.getLogger(__name__)
+
+LENGTH_MODES = ("lc", "ctc")
+
+
+def backbone_config(args, prefix: str, dictionary, cross_attention: bool) -> BertBackboneConfig:
+    """A random-init BERT-conventions config from ``--{prefix}-layers`` etc. and the task dictionary."""
+    return BertBackboneConfig.bert(
+        vocab_size=len(dictionary),
+        embed_dim=getattr(args, f"{prefix}_embed_dim"),
+        ffn_embed_dim=getattr(args, f"{prefix}_ffn_embed_dim"),
+        layers=getattr(args, f"{prefix}_layers"),
+        attention_heads=getattr(args, f"{prefix}_attention_heads"),
+        num_positions=args.max_positions_table,
+        padding_idx=dictionary.pad(),
+        dropout=args.dropout,
+        attention_dropout=args.attention_dropout,
+        activation_dropout=args.activation_dropout,
+        cross_attention=cross_attention,
+        cross_attention_init=args.cross_attention_init,
+        encoder_embed_dim=args.encoder_embed_dim if cross_attention else 0,
+    )
+
+
+def build_backbone(args, prefix, dictionary, path, cross_attention):
+    """``(backbone, lm_head_state or None)``: from the checkpoint at ``path`` (its sizes win over the
+    architecture's, with a log line), or random from the architecture."""
+    if not path:
+        return BertBackbone(backbone_config(args, prefix, dictionary, cross_attention)), None
+    overrides = dict(dropout=args.dropout, attention_dropout=args.attention_dropout,
+                     activation_dropout=args.activation_dropout)
+    if cross_attention:
+        overrides.update(cross_attention=True, cross_attention_init=args.cross_attention_init)
+    backbone, imported = build_pretrained_backbone(path, dictionary=dictionary, **overrides)
+    cfg = backbone.cfg
+    for name, attr in (("embed_dim", "embed_dim"), ("layers", "layers"), ("ffn_embed_dim", "ffn_embed_dim"),
+                       ("attention_heads", "attention_heads")):
+        setattr(args, f"{prefix}_{name}", getattr(cfg, attr))
+    logger.info(f"{prefix} initialised from {path}: {cfg.layers} layers, {cfg.embed_dim} dims "
+                f"({imported.source.get('format', '?')})")
+    return backbone, imported.lm_head
+
+
+class BnBEncoder(FairseqEncoder):
+    """BERT encoder plus the latent projection ``z = W_E h + b``."""
+
+    def __init__(self, args, dictionary, backbone: BertBackbone):
+        super().__init__(dictionary)
+        self.backbone = backbone
+        self.latent_proj = nn.Linear(backbone.embed_dim, args.latent_dim)
+        nn.init.normal_(self.latent_proj.weight, std=0.02)
+        nn.init.zeros_(self.latent_proj.bias)
+
+    def forward(self, src_tokens, src_lengths=None, **kwargs):
+        """Returns a dict of batch-first tensors: ``encoder_out`` ``(B, S, H)`` final states ``h``,
+        ``encoder_padding_mask`` ``(B, S)`` (True at padding), ``latent`` ``(B, S, P)`` the latent ``z``."""
+        padding_mask = src_tokens.eq(self.dictionary.pad())
+        h = self.backbone(src_tokens, padding_mask=padding_mask)["hidden_states"]
+        return {"encoder_out": h, "encoder_padding_mask": padding_mask, "latent": self.latent_proj(h)}
+
+    def reorder_encoder_out(self, encoder_out, new_order):
+        return {k: v.index_select(0, new_order) for k, v in encoder_out.items()}
+
+    def max_positions(self):
+        return self.backbone.max_positions()
+
+
+class BnBDecoder(FairseqDecoder):
+    """Non-autoregressive BERT decoder fed with up-projected latents; masked-LM output head; length classifier."""
+
+    def __init__(self, args, dictionary, backbone: BertBackbone, lm_head_state=None):
+        super().__init__(dictionary)
+        self.backbone = backbone
+        self.length_mode = args.length_mode
+        self.upsample_ratio = getattr(args, "upsample_ratio", 2.0)
+        dim = backbone.embed_dim
+        self.latent_up = nn.Sequential(nn.Linear(args.latent_dim, dim), nn.GELU())
+        nn.init.normal_(self.latent_up[0].weight, std=0.02)
+        nn.init.zeros_(self.latent_up[0].bias)
+        self.lm_head = BertLMHead(backbone.cfg, backbone.embeddings.embed_tokens.weight)
+        if lm_head_state:
+            missing = self.lm_head.load_state_dict(lm_head_state, strict=False)
+            logger.info(f"decoder output layer initialised from the checkpoint's masked-LM head "
+                        f"(not in checkpoint: {missing.missing_keys or 'none'})")
+        self.length = LengthClassifier(args.latent_dim, args.max_length_classes, args.pred_length_offset)
+        self.length_loss_factor = args.length_loss_factor
+
+    def positions_for(self, encoder_out, tgt_lengths=None):
+        """``(index, padding_mask)`` ``(B, T)``: which source latent each decoder position reads."""
+        src_lengths = (~encoder_out["encoder_padding_mask"]).sum(1)
+        if self.length_mode == "ctc":
+            return ratio_copy_index(src_lengths, self.upsample_ratio)
+        return uniform_copy_index(src_lengths, tgt_lengths)
+
+    def forward(self, encoder_out, tgt_lengths=None, normalize=False, **kwargs):
+        """Logits (or log-probabilities) ``(B, T, V)`` and the decoder padding mask ``(B, T)``. ``tgt_lengths``
+        ``(B,)`` is required for length classification (gold in training, predicted in generation)."""
+        index, padding = self.positions_for(encoder_out, tgt_lengths)
+        z = gather_source(encoder_out["latent"], encoder_out["encoder_padding_mask"], index, padding)
+        states = self.backbone(
+            token_embeddings=self.latent_up(z), padding_mask=padding,
+            encoder_out=encoder_out["encoder_out"], encoder_padding_mask=encoder_out["encoder_padding_mask"],
+        )["hidden_states"]
+        logits = self.lm_head(states)
+        return (utils.log_softmax(logits, -1) if normalize else logits), padding
+
+    def forward_length(self, encoder_out):
+        """Length logits ``(B, max_length_classes)`` from the mean-pooled latent."""
+        return self.length(encoder_out["latent"], encoder_out["encoder_padding_mask"])
+
+    def max_positions(self):
+        return self.backbone.max_positions()
+
+
+@register_model("bnb")
+class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
+    """BERT-NAR-BERT; see the module docstring."""
+
+    def __init__(self, args, encoder, decoder):
+        super().__init__(encoder, decoder)
+        self.args = args
+        d = decoder.dictionary
+        self.bos, self.eos, self.pad, self.unk = d.bos(), d.eos(), d.pad(), d.unk()
+        self.blank = getattr(args, "ctc_blank_idx", self.unk)
+
+    @staticmethod
+    def add_args(parser):
+        for side in ("encoder", "decoder"):
+            parser.add_argument(f"--{side}-layers", type=int, metavar="N", help=f"number of {side} BERT layers")
+            parser.add_argument(f"--{side}-embed-dim", type=int, metavar="N", help=f"{side} hidden size")
+            parser.add_argument(f"--{side}-ffn-embed-dim", type=int, metavar="N", help=f"{side} FFN hidden size")
+            parser.add_argument(f"--{side}-attention-heads", type=int, metavar="N", help=f"{side} attention heads")
+        parser.add_argument("--latent-dim", type=int, metavar="P",
+                            help="size P of the latent z = W_E h + b (one vector per source token)")
+        parser.add_argument("--length-mode", choices=LENGTH_MODES,
+                            help="output length: 'lc' length classification from z (task translation_lev, "
+                            "criterion nat_loss) or 'ctc' (task translation_lev_ctc, criterion ctc)")
+        parser.add_argument("--max-length-classes", type=int, metavar="N",
+                            help="length classes of the length classifier (longest predictable target)")
+        parser.add_argument("--pred-length-offset", action="store_true",
+                            help="classify len(target) - len(source) instead of len(target)")
+        parser.add_argument("--length-loss-factor", type=float, help="weight of the length classification loss")
+        parser.add_argument("--pretrained-encoder", type=str, metavar="PATH",
+                            help="initialise the encoder from a BERT-family checkpoint: a Hugging Face folder, a "
+                            "fairseq RoBERTa/XLM-R model.pt, or the output of scripts/convert_pretrained.py; its "
+                            "sizes replace the architecture's and the data must use its dictionary")
+        parser.add_argument("--pretrained-decoder", type=str, metavar="PATH",
+                            help="initialise the decoder's self-attention/FFN/embeddings from this checkpoint "
+                            "(default: the --pretrained-encoder checkpoint, as BnB does)")
+        parser.add_argument("--cross-attention-init", choices=("random", "self_attention"),
+                            help="decoder cross-attention: 'random' (BERT2BERT, BnB) or a copy of each layer's "
+                            "self-attention (MLAE)")
+        parser.add_argument("--max-positions-table", type=int, metavar="N",
+                            help="rows of the position embedding table for random initialisation")
+        parser.add_argument("--dropout", type=float, metavar="D", help="dropout probability")
+        parser.add_argument("--attention-dropout", type=float, metavar="D", help="attention dropout")
+        parser.add_argument("--activation-dropout", type=float, metavar="D", help="FFN activation dropout")
+
+    @classmethod
+    def build_model(cls, args, task):
+        bnb_base(args)
+        if args.length_mode == "ctc":
+            if not hasattr(task, "upsample_ratio"):
+                raise ValueError("bnb with --length-mode ctc needs --task translation_lev_ctc")
+            args.upsample_ratio = task.upsample_ratio
+            args.ctc_blank_idx = task.blank_idx
+        if task.source_dictionary != task.target_dictionary and args.pretrained_encoder:
+            logger.warning("source and target dictionaries differ; the pretrained checkpoint must fit both")
+        enc_backbone, _ = build_backbone(args, "encoder", task.source_dictionary, args.pretrained_encoder, False)
+        dec_path = args.pretrained_decoder or args.pretrained_encoder
+        dec_backbone, lm_head = build_backbone(args, "decoder", task.target_dictionary, dec_path, True)
+        encoder = BnBEncoder(args, task.source_dictionary, enc_backbone)
+        decoder = BnBDecoder(args, task.target_dictionary, dec_backbone, lm_head)
+        # the checkpoint is only read when the model is first built: a trained model reloads its own weights
+        args.pretrained_encoder = args.pretrained_decoder = None
+        return cls(args, encoder, decoder)
+
+    def max_positions(self):
+        return (self.encoder.max_positions(), self.decoder.max_positions())
+
+    @property
+    def allow_length_beam(self):
+        return self.decoder.length_mode == "lc"
+
+    @property
+    def allow_ensemble(self):
+        return False
+
+    # ---------------------------------------------------------------------------------------------- training
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, tgt_tokens, **kwargs):
+        """Loss terms for ``nat_loss`` / ``ctc``: ``word_ins`` (CE over target positions, or CTC over frames)
+        and, with length classification, ``length``."""
+        encoder_out = self.encoder(src_tokens, src_lengths)
+        if self.decoder.length_mode == "ctc":
+            logits, padding = self.decoder(encoder_out)
+            return {"word_ins": {"ctc": True, "out": logits, "out_mask": ~padding,
+                                 "tgt": strip_bos_eos(tgt_tokens, self.bos, self.eos, self.pad),
+                                 "blank": self.blank, "nll_loss": True}}
+        # decoder length: the (right-padded) prev_output_tokens row when given (translation_lev with full_mask
+        # noise, masked_autoencoder_pretrain), else the target's; targets may have pad inside (loss on masked
+        # positions only), so positions are taken as they are
+        shape_source = prev_output_tokens if prev_output_tokens is not None else tgt_tokens
+        tgt_lengths = shape_source.ne(self.pad).sum(1)
+        logits, padding = self.decoder(encoder_out, tgt_lengths=tgt_lengths)
+        tgt = tgt_tokens[:, : logits.size(1)]
+        length_out = self.decoder.forward_length(encoder_out)
+        src_lengths = (~encoder_out["encoder_padding_mask"]).sum(1)
+        return {
+            "word_ins": {"out": logits, "tgt": tgt, "mask": tgt.ne(self.pad),
+                         "ls": getattr(self.args, "label_smoothing", 0.0), "nll_loss": True},
+            "length": {"out": length_out, "tgt": self.decoder.length.target(tgt_lengths, src_lengths),
+                       "factor": self.decoder.length_loss_factor},
+        }
+
+    # -------------------------------------------------------------------------------------------- generation
+    def forward_encoder(self, encoder_inputs):
+        return self.encoder(*encoder_inputs)
+
+    def ctc_frame_lprobs(self, encoder_out):
+        return self.decoder(encoder_out, normalize=True)
+
+    def ctc_frame_padding_mask(self, encoder_out):
+        return self.decoder.positions_for(encoder_out)[1]
+
+    def initialize_output_tokens(self, encoder_out, src_tokens):
+        if self.decoder.length_mode == "ctc":
+            return super().initialize_output_tokens(encoder_out, src_tokens)
+        src_lengths = (~encoder_out["encoder_padding_mask"]).sum(1)
+        lengths = self.decoder.length.predict(self.decoder.forward_length(encoder_out), src_lengths)
+        return _placeholder_rows(lengths, src_tokens, self.bos, self.eos, self.pad, self.unk,
+                                 encoder_out["encoder_out"].dtype)
+
+    def regenerate_length_beam(self, decoder_out, beam_size):
+        return NATransformerModel.regenerate_length_beam(self, decoder_out, beam_size)
+
+    def forward_decoder(self, decoder_out, encoder_out, decoding_format=None, **kwargs):
+        if self.decoder.length_mode == "ctc":
+            return super().forward_decoder(decoder_out, encoder_out, decoding_format=decoding_format, **kwargs)
+        output_tokens = decoder_out.output_tokens
+        lengths = output_tokens.ne(self.pad).sum(1)
+        lprobs, _ = self.decoder(encoder_out, tgt_lengths=lengths, normalize=True)
+        lprobs = lprobs[:, : output_tokens.size(1)]
+        # <s> and </s> stay where the length put them; every other position takes its most likely token
+        lprobs[:, :, [self.bos, self.eos, self.pad]] = float("-inf")
+        scores, tokens = lprobs.max(-1)
+        fill = output_tokens.ne(self.pad) & output_tokens.ne(self.bos) & output_tokens.ne(self.eos)
+        output_tokens = output_tokens.masked_scatter(fill, tokens[fill])
+        output_scores = decoder_out.output_scores.masked_scatter(fill, scores[fill])
+        history = decoder_out.history
+        if history is not None:
+            history.append(output_tokens.clone())
+        return decoder_out._replace(output_tokens=output_tokens, output_scores=output_scores, attn=None,
+                                    history=history)
+
+
+def _placeholder_rows(lengths, like, bos, eos, pad, unk, dtype):
+    """``[<s>, <unk> x (L - 2), </s>]`` rows of the given lengths ``(B,)``, right-padded."""
+    max_len = int(lengths.max())
+    pos = torch.arange(max_len, device=like.device)[None, :]
+    tokens = like.new_full((lengths.size(0), max_len), pad).masked_fill(pos < lengths[:, None], unk)
+    tokens[:, 0] = bos
+    tokens.scatter_(1, (lengths - 1)[:, None], eos)
+    return DecoderOut(output_tokens=tokens, output_scores=torch.zeros(tokens.shape, dtype=dtype, device=like.device),
+                      attn=None, step=0, max_step=0, history=None)
+
+
+@register_model_architecture("bnb", "bnb_base")
+def bnb_base(args):
+    """BERT-base encoder and decoder: 12 layers, 768 dims, 12 heads, FFN 3072; latent P = 8 (authors' code)."""
+    args.encoder_layers = getattr(args, "encoder_layers", None) or 12
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", None) or 768
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", None) or 3072
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", None) or 12
+    args.decoder_layers = getattr(args, "decoder_layers", None) or args.encoder_layers
+    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", None) or args.encoder_embed_dim
+    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", None) or args.encoder_ffn_embed_dim
+    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", None) or args.encoder_attention_heads
+    args.latent_dim = getattr(args, "latent_dim", None) or 8
+    args.length_mode = getattr(args, "length_mode", None) or "lc"
+    args.max_length_classes = getattr(args, "max_length_classes", None) or 256
+    args.pred_length_offset = getattr(args, "pred_length_offset", False)
+    args.length_loss_factor = getattr(args, "length_loss_factor", None)
+    if args.length_loss_factor is None:
+        args.length_loss_factor = 0.1
+    args.pretrained_encoder = getattr(args, "pretrained_encoder", None)
+    args.pretrained_decoder = getattr(args, "pretrained_decoder", None)
+    args.cross_attention_init = getattr(args, "cross_attention_init", None) or "random"
+    args.max_positions_table = getattr(args, "max_positions_table", None) or 512
+    for name, default in (("dropout", 0.1), ("attention_dropout", 0.1), ("activation_dropout", 0.0)):
+        if getattr(args, name, None) is None:
+            setattr(args, name, default)
+    args.max_source_positions = getattr(args, "max_source_positions", None) or args.max_positions_table
+    args.max_target_positions = getattr(args, "max_target_positions", None) or args.max_positions_table
+
+
+@register_model_architecture("bnb", "bnb_small")
+def bnb_small(args):
+    """MiniLM-L6-H384 sizes (6 layers, 384 dims, 12 heads, FFN 1536): the offline MiniLM checkpoint fits it."""
+    args.encoder_layers = getattr(args, "encoder_layers", None) or 6
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", None) or 384
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", None) or 1536
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", None) or 12
+    bnb_base(args)
+
+
+@register_model_architecture("bnb", "bnb_tiny")
+def bnb_tiny(args):
+    """Test size: 2 layers, 64 dims, 2 heads, FFN 128."""
+    args.encoder_layers = getattr(args, "encoder_layers", None) or 2
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", None) or 64
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", None) or 128
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", None) or 2
+    bnb_base(args)
+

@@ -1,0 +1,38 @@
+"""Length classification for non-autoregressive decoders (Gu et al. 2018; BnB, paper 000 §2.2).
+
+The target length is predicted as a class (0..max_length-1) from a mean-pooled source representation (BnB: the
+latent ``z``). With ``pred_length_offset`` the class is ``len_tgt - len_src + max_length // 2`` (fairseq NAT's
+``--pred-length-offset``). Training uses fairseq's ``nat_loss`` "length" term; generation takes the argmax, or the
+``beam`` lengths around it (fairseq's ``--iter-decode-with-beam``, via the model's ``regenerate_length_beam``).
+Lengths count every non-pad target token, ``<s>`` and ``</s>`` included, as fairseq's NAT models do.
+"""
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+
+class LengthClassifier(nn.Module):
+    def __init__(self, input_dim: int, max_length: int = 256, pred_length_offset: bool = False):
+        super().__init__()
+        self.max_length = max_length
+        self.pred_length_offset = pred_length_offset
+        self.proj = nn.Linear(input_dim, max_length)
+        nn.init.normal_(self.proj.weight, std=0.02)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, states: Tensor, padding_mask: Tensor) -> Tensor:
+        """``states`` ``(B, S, C)``, ``padding_mask`` ``(B, S)`` -> length logits ``(B, max_length)``."""
+        real = (~padding_mask).to(states.dtype)[:, :, None]
+        pooled = (states * real).sum(1) / real.sum(1).clamp(min=1)
+        return self.proj(pooled)
+
+    def target(self, tgt_lengths: Tensor, src_lengths: Tensor) -> Tensor:
+        """Class index of each gold length ``(B,)``, clamped to the classifier's range."""
+        t = tgt_lengths - src_lengths + self.max_length // 2 if self.pred_length_offset else tgt_lengths
+        return t.clamp(0, self.max_length - 1)
+
+    def predict(self, logits: Tensor, src_lengths: Tensor, min_length: int = 2) -> Tensor:
+        """Most likely lengths ``(B,)`` (at least ``min_length``: ``<s>`` and ``</s>``)."""
+        cls = logits.argmax(-1)
+        length = cls + src_lengths - self.max_length // 2 if self.pred_length_offset else cls
+        return length.clamp(min=min_length)
