@@ -36,6 +36,7 @@ def ctc_train_args(data_dir, save_dir, max_update, extra=()):
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.003", "--lr-scheduler", "inverse_sqrt",
         "--warmup-updates", "100", "--warmup-init-lr", "1e-07", "--dropout", "0.0", "--max-tokens", "2048",
         "--max-update", str(max_update), "--save-dir", save_dir, "--no-epoch-checkpoints", "--cpu",
-        "--num-workers", "0", "--seed", "1", "--log-format", "simple", "--log-interval", "50",
+        "--num-workers", "0", "--data-buffer-size", "0", "--seed", "1", "--log-format", "simple",
+        "--log-interval", "50",
         *extra,
     ]

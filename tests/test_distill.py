@@ -15,7 +15,7 @@ def test_distillation_one_command(toy_data_bin, tmp_path):
                     "--decoder-embed-dim 64 --encoder-ffn-embed-dim 128 --decoder-ffn-embed-dim 128 "
                     "--encoder-attention-heads 2 --decoder-attention-heads 2 --optimizer adam --lr 0.003 "
                     "--lr-scheduler inverse_sqrt --warmup-updates 100 --max-tokens 4096 --dropout 0 "
-                    "--num-workers 0 --seed 1")
+                    "--num-workers 0 --data-buffer-size 0 --seed 1")
     proc = subprocess.run([
         sys.executable, os.path.join(ROOT, "scripts", "distill.py"), "--data-bin", toy_data_bin,
         "--out-bin", str(out), "--train-teacher", "--teacher-save-dir", str(tmp_path / "teacher"),

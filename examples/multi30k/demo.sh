@@ -55,7 +55,7 @@ fairseq-train "$WORK/bin" --user-dir "$USER_DIR" \
   --lr 0.002 --lr-scheduler inverse_sqrt --warmup-updates 100 --warmup-init-lr 1e-07 \
   --max-tokens 1536 --stop-time-hours "$STOP_HOURS" --max-update 100000 \
   --save-dir "$WORK/ckpt" --no-epoch-checkpoints --save-interval-updates 200 --keep-interval-updates 1 \
-  --cpu --num-workers 0 --seed 1 --log-format simple --log-interval 50 2>&1 | grep --line-buffered -v -i "warn"
+  --cpu --num-workers 0 --data-buffer-size 0 --seed 1 --log-format simple --log-interval 50 2>&1 | grep --line-buffered -v -i "warn"
 T2=$(date +%s)
 
 echo "== 4/4 fairseq-generate test_2016_flickr (greedy CTC, one pass) and sacreBLEU"

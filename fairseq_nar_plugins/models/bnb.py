@@ -334,22 +334,22 @@ def bnb_base(args):
     args.max_target_positions = getattr(args, "max_target_positions", None) or args.max_positions_table
 
 
+def _bnb_sizes(args, layers, dim, heads, ffn):
+    """Encoder sizes (the decoder follows them unless set); flags still win."""
+    args.encoder_layers = getattr(args, "encoder_layers", None) or layers
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", None) or dim
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", None) or ffn
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", None) or heads
+    bnb_base(args)
+
+
 @register_model_architecture("bnb", "bnb_small")
 def bnb_small(args):
     """MiniLM-L6-H384 sizes (6 layers, 384 dims, 12 heads, FFN 1536): the offline MiniLM checkpoint fits it."""
-    args.encoder_layers = getattr(args, "encoder_layers", None) or 6
-    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", None) or 384
-    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", None) or 1536
-    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", None) or 12
-    bnb_base(args)
+    _bnb_sizes(args, layers=6, dim=384, heads=12, ffn=1536)
 
 
 @register_model_architecture("bnb", "bnb_tiny")
 def bnb_tiny(args):
     """Test size: 2 layers, 64 dims, 2 heads, FFN 128."""
-    args.encoder_layers = getattr(args, "encoder_layers", None) or 2
-    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", None) or 64
-    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", None) or 128
-    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", None) or 2
-    bnb_base(args)
-
+    _bnb_sizes(args, layers=2, dim=64, heads=2, ffn=128)

@@ -126,25 +126,23 @@ def nat_ctc_transformer_base(args):
     nat_base_architecture(args)
 
 
+def _set_defaults(args, layers, dim, heads, ffn):
+    """Encoder and decoder of ``layers`` layers, ``dim`` wide, ``heads`` heads, FFN ``ffn`` (flags still win)."""
+    for side in ("encoder", "decoder"):
+        setattr(args, f"{side}_layers", getattr(args, f"{side}_layers", layers))
+        setattr(args, f"{side}_attention_heads", getattr(args, f"{side}_attention_heads", heads))
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", dim)
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", ffn)
+    nat_base_architecture(args)
+
+
 @register_model_architecture("nat_ctc_transformer", "nat_ctc_transformer_small")
 def nat_ctc_transformer_small(args):
     """CPU size: 3+3 layers, 256 dims, 4 heads, FFN 1024 (the AR baseline size of the benchmarks)."""
-    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 256)
-    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 1024)
-    args.encoder_layers = getattr(args, "encoder_layers", 3)
-    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 4)
-    args.decoder_layers = getattr(args, "decoder_layers", 3)
-    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 4)
-    nat_base_architecture(args)
+    _set_defaults(args, layers=3, dim=256, heads=4, ffn=1024)
 
 
 @register_model_architecture("nat_ctc_transformer", "nat_ctc_transformer_tiny")
 def nat_ctc_transformer_tiny(args):
     """Test size: 2+2 layers, 64 dims, 2 heads, FFN 128."""
-    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 64)
-    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 128)
-    args.encoder_layers = getattr(args, "encoder_layers", 2)
-    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 2)
-    args.decoder_layers = getattr(args, "decoder_layers", 2)
-    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 2)
-    nat_base_architecture(args)
+    _set_defaults(args, layers=2, dim=64, heads=2, ffn=128)

@@ -91,26 +91,22 @@ def ctc_loss(
     """
     input_lengths = (~frame_padding_mask).sum(1)
     target_lengths = (~target_padding_mask).sum(1)
-    nll = F.ctc_loss(
-        lprobs.transpose(0, 1).float(),  # (F, B, V)
-        targets.masked_fill(target_padding_mask, 0),
-        input_lengths,
-        target_lengths,
-        blank=blank,
-        reduction="none",
-        zero_infinity=False,
-    )
-    infinite = ~torch.isfinite(nll)
-    if infinite.any():  # recompute with zero_infinity so that those rows get a zero gradient instead of NaN
-        nll = F.ctc_loss(
-            lprobs.transpose(0, 1).float(),
+
+    def nll_per_sentence(zero_infinity):
+        return F.ctc_loss(
+            lprobs.transpose(0, 1).float(),  # (F, B, V)
             targets.masked_fill(target_padding_mask, 0),
             input_lengths,
             target_lengths,
             blank=blank,
             reduction="none",
-            zero_infinity=True,
+            zero_infinity=zero_infinity,
         )
+
+    nll = nll_per_sentence(zero_infinity=False)
+    infinite = ~torch.isfinite(nll)
+    if infinite.any():  # recompute with zero_infinity so that those rows get a zero gradient instead of NaN
+        nll = nll_per_sentence(zero_infinity=True)
     loss = nll
     if label_smoothing > 0:
         real = (~frame_padding_mask).to(lprobs.dtype)
