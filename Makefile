@@ -2,6 +2,7 @@
 #   make install   build .venv/ (idempotent): torch, fairseq-fixed built against it, this package
 #   make test      install, then run the test suite
 #   make demo      install, then the main job: Multi30k en->de CTC NAT on the CPU, decode, sacreBLEU
+#   make bench     install, then train every Multi30k system for BENCH_MINUTES each, benchmark, update README
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -15,7 +16,11 @@ DATA ?= ../shared/data/multi30k-en-de
 WORK ?= work/demo
 TRAIN_MINUTES ?= 9
 
-.PHONY: install test demo clean-venv
+# bench settings: training minutes per system (5 systems)
+BENCH_WORK ?= work/bench
+BENCH_MINUTES ?= 20
+
+.PHONY: install test demo bench clean-venv
 
 install: $(STAMP)
 
@@ -28,6 +33,9 @@ test: install
 
 demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/multi30k/demo.sh "$(DATA)" "$(WORK)" "$(TRAIN_MINUTES)"
+
+bench: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/multi30k/bench.sh "$(DATA)" "$(BENCH_WORK)" "$(BENCH_MINUTES)"
 
 clean-venv:
 	rm -rf $(VENV)

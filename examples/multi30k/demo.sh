@@ -21,27 +21,9 @@ USER_DIR=$ROOT/fairseq_nar_plugins
 SRC=en; TGT=de
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 
-if [ ! -d "$DATA" ]; then
-  echo "ERROR: data directory '$DATA' not found. Pass the Multi30k directory: make demo DATA=/path/to/multi30k-en-de" >&2
-  exit 1
-fi
-mkdir -p "$WORK"
 T0=$(date +%s)
-
-echo "== 1/4 prepare: check the corpus, learn a joint sentencepiece vocabulary ($WORK/spm)"
-if [ ! -f "$WORK/spm/.done" ]; then
-  python "$ROOT/scripts/prepare_parallel.py" --data-dir "$DATA" --src $SRC --tgt $TGT \
-    --train train --valid valid --test test_2016_flickr --out-dir "$WORK/spm" --vocab-size 8000
-  touch "$WORK/spm/.done"
-else echo "reusing $WORK/spm"; fi
-
-echo "== 2/4 fairseq-preprocess ($WORK/bin)"
-if [ ! -f "$WORK/bin/.done" ]; then
-  fairseq-preprocess --source-lang $SRC --target-lang $TGT --joined-dictionary \
-    --trainpref "$WORK/spm/train" --validpref "$WORK/spm/valid" --testpref "$WORK/spm/test_2016_flickr" \
-    --destdir "$WORK/bin" --workers 2 --log-format simple 2>&1 | grep --line-buffered -v -i "warn" | tail -n 4
-  touch "$WORK/bin/.done"
-else echo "reusing $WORK/bin"; fi
+echo "== 1-2/4 prepare (corpus checks, joint sentencepiece) and fairseq-preprocess ($WORK)"
+bash "$HERE/prepare.sh" "$DATA" "$WORK"
 
 echo "== 3/4 fairseq-train nat_ctc_transformer_small for at most $MINUTES minutes ($WORK/ckpt)"
 STOP_HOURS=$(python -c "print($MINUTES / 60)")
