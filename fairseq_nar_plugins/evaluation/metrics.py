@@ -360,10 +360,13 @@ def evaluate(
     word_tokenizer: str = "space",
     qg_sources: Optional[Sequence[str]] = None,
     rouge_stemmer: bool = True,
+    language: str = "en",
 ) -> List[MetricResult]:
     """Compute ``metrics`` (names from :data:`ALL_METRICS`); a metric that cannot run here comes back with
     ``score=None`` and its reason. ``word_tokenizer`` (see :func:`qg_tokenize`) applies to the QG metrics and
-    Distinct-n; ``qg_sources`` turns on nqg's grouping by source sentence for the QG metrics and METEOR."""
+    Distinct-n; ``qg_sources`` turns on nqg's grouping by source sentence for the QG metrics and METEOR.
+    ``language``: of the hypotheses; METEOR is computed for English only (the only language whose data ships with
+    pycocoevalcap), and ROUGE on other languages carries a warning about rouge-score's ASCII-only tokenizer."""
     unknown = [m for m in metrics if m not in ALL_METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {ALL_METRICS}")
@@ -381,6 +384,9 @@ def evaluate(
         try:
             r = rouge_f1(hypotheses, references, use_stemmer=rouge_stemmer)
             how = f"rouge-score, F1 averaged over segments, {'Porter stemming' if rouge_stemmer else 'no stemming'}"
+            if language != "en":
+                how += (f"; WARNING: rouge-score is English-only (its tokenizer keeps a-z0-9 runs, its stemmer is "
+                        f"Porter's): {language} letters outside a-z are dropped")
             results += [MetricResult("ROUGE-1", r["rouge1"], f"({how})"),
                         MetricResult("ROUGE-2", r["rouge2"], f"({how})"),
                         MetricResult("ROUGE-L", r["rougeL"], f"({how})")]
@@ -401,7 +407,10 @@ def evaluate(
             how = f"(% distinct {n}-grams over all hypotheses, lowercased, tok:{word_tokenizer})"
             results.append(MetricResult(f"Distinct-{n}", value, how) if value is not None
                            else MetricResult(f"Distinct-{n}", None, reason=f"the hypotheses contain no {n}-gram"))
-    if "meteor" in metrics:
+    if "meteor" in metrics and language != "en":
+        results.append(MetricResult("METEOR", None, reason=f"language {language!r}: only METEOR's English data ships "
+                                                           "with pycocoevalcap"))
+    elif "meteor" in metrics:
         try:
             score, _ = meteor(qg_hyps, qg_refs)
             results.append(MetricResult("METEOR", score, f"(METEOR 1.5 -l en -norm as coco-caption/nqg, {grouping})"))

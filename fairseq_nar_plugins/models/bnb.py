@@ -191,6 +191,9 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
         parser.add_argument("--cross-attention-init", choices=("random", "self_attention"),
                             help="decoder cross-attention: 'random' (BERT2BERT, BnB) or a copy of each layer's "
                             "self-attention (MLAE)")
+        parser.add_argument("--share-all-embeddings", action="store_true",
+                            help="one word-embedding table for encoder, decoder and output layer (BERT2BERT's "
+                            "shared embeddings; needs a joined dictionary)")
         parser.add_argument("--max-positions-table", type=int, metavar="N",
                             help="rows of the position embedding table for random initialisation")
         parser.add_argument("--dropout", type=float, metavar="D", help="dropout probability")
@@ -210,6 +213,13 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
         enc_backbone, _ = build_backbone(args, "encoder", task.source_dictionary, args.pretrained_encoder, False)
         dec_path = args.pretrained_decoder or args.pretrained_encoder
         dec_backbone, lm_head = build_backbone(args, "decoder", task.target_dictionary, dec_path, True)
+        if getattr(args, "share_all_embeddings", False):
+            if task.source_dictionary != task.target_dictionary:
+                raise ValueError("--share-all-embeddings needs a joined dictionary (fairseq-preprocess "
+                                 "--joined-dictionary, or the same pretrained dict.txt for both sides)")
+            if enc_backbone.embed_dim != dec_backbone.embed_dim:
+                raise ValueError("--share-all-embeddings needs --encoder-embed-dim == --decoder-embed-dim")
+            dec_backbone.embeddings.embed_tokens = enc_backbone.embeddings.embed_tokens
         encoder = BnBEncoder(args, task.source_dictionary, enc_backbone)
         decoder = BnBDecoder(args, task.target_dictionary, dec_backbone, lm_head)
         # the checkpoint is only read when the model is first built: a trained model reloads its own weights
