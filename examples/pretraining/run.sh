@@ -11,9 +11,10 @@
 #   WORK_DIR  default work/pretrain; re-running reuses the prepared data and resumes from checkpoint_last.pt.
 #
 # Settings (environment variables):
-#   ARCH            the NAR encoder-decoder to pretrain. The default, 'mlae_nat_transformer', DOES NOT EXIST YET:
-#                   the model is being wired separately (models/); until then pass any registered architecture whose
-#                   forward is (src_tokens, src_lengths, prev_output_tokens, tgt_tokens) and returns nat_loss terms.
+#   ARCH            the NAR encoder-decoder to pretrain, default bnb_small (BERT-NAR-BERT with MiniLM sizes, random
+#                   init; the decoder length is the block length). Any architecture whose forward is
+#                   (src_tokens, src_lengths, prev_output_tokens, tgt_tokens) and returns nat_loss terms works. To
+#                   continue pretraining a real BERT, see continue_pretraining_minilm.sh.
 #   CRITERION       default nat_loss (fairseq's NAT criterion: it reads sample["prev_target"], sample["target"]).
 #   CORRUPTIONS     default 'span' (MLAE). BnB: 'mask' or 'permute' with LOSS_POSITIONS=all; ELMER: 'shuffle,infill'
 #                   with LOSS_POSITIONS=all. Rates: --mask-prob, --span-mask-prob, --permute-prob, --infill-prob ...
@@ -31,7 +32,7 @@ shift $(( $# < 3 ? $# : 3 ))
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 USER_DIR=$ROOT/fairseq_nar_plugins
-ARCH=${ARCH:-mlae_nat_transformer}
+ARCH=${ARCH:-bnb_small}
 CRITERION=${CRITERION:-nat_loss}
 CORRUPTIONS=${CORRUPTIONS:-span}
 LOSS_POSITIONS=${LOSS_POSITIONS:-corrupted}
