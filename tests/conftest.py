@@ -9,6 +9,11 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
 import fairseq_nar_plugins  # noqa: E402,F401  (registers tasks/models/criterions, checkpoint allow-list)
+import torch  # noqa: E402
+
+# Tests run tiny models: one thread each (NAR_TEST_THREADS to change it) is as fast as two, and stays fast when the
+# machine is shared (several OpenMP threads per process on an oversubscribed CPU spin-wait and slow down ~10x).
+torch.set_num_threads(int(os.environ.get("NAR_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ USER_DIR = os.path.join(ROOT, "fairseq_nar_plugins")
 
 def run_cli(module, args, env=None, check=True, timeout=900):
     """Run ``python -m module args``; returns CompletedProcess with text stdout/stderr (stderr merged if failing)."""
-    full_env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), PYTHONWARNINGS="ignore")
+    full_env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("NAR_TEST_THREADS", "1"), PYTHONWARNINGS="ignore")
     full_env.update(env or {})
     proc = subprocess.run(
         [sys.executable, "-m", module] + [str(a) for a in args],

@@ -20,7 +20,7 @@ def test_distillation_one_command(toy_data_bin, tmp_path):
         sys.executable, os.path.join(ROOT, "scripts", "distill.py"), "--data-bin", toy_data_bin,
         "--out-bin", str(out), "--train-teacher", "--teacher-save-dir", str(tmp_path / "teacher"),
         "--teacher-max-update", "500", "--teacher-args", teacher_args, "--beam", "2", "--cpu",
-    ], capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    ], capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("NAR_TEST_THREADS", "1")))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distilled 4,000 of 4,000 training pairs" in proc.stdout
     # same dictionaries, valid/test unchanged
