@@ -43,8 +43,10 @@
 # 10 % unchanged) of the held-out blocks, loss on the selected positions only (--loss-positions corrupted), noise
 # fixed by --seed; the figure is fairseq's `word_ins` (= nll_loss: cross-entropy of the masked tokens in bits,
 # base 2), which nat_loss averages per batch and fairseq-validate averages over the batches (--max-tokens 4096).
-# For scale the summary also prints the cross-entropy of the same masked tokens under the training text's unigram
-# distribution (add-one smoothed), i.e. what a model that ignores the context would get.
+# That figure mixes the positions replaced by [MASK] (80 %) with the random (10 %) and unchanged (10 %) ones, which a
+# decoder that copies its input already scores well; scripts/masked_token_breakdown.py therefore also prints each kind
+# separately (token-averaged), beside the cross-entropy of the same tokens under the training text's unigram
+# distribution (add-one smoothed): a model that predicts masked tokens from their context must beat it at [MASK].
 #
 # Settings (environment variables): ARCH (bnb_small: MiniLM sizes), SEED (1), TOKENS_PER_SAMPLE (128; MiniLM has
 # 512 positions), MAX_TOKENS (1024 per update), LR (3e-4), WARMUP (10 updates), CORRUPTIONS (mask; e.g. 'mask,permute'
@@ -192,31 +194,10 @@ TRAIN_SECONDS=$(grep -o 'done training in [0-9.]*' "$WORK/logs/pretrain.log" | t
 
 echo "== 6/8 held-out masked-token loss after continued pretraining"
 AFTER=$(validate "$CKPTS/checkpoint_last.pt" "$WORK/logs/validate_pretrained.log")
-UNIGRAM=$("$PYTHON" - "$BIN" "$USER_DIR" "${MEASURE[@]}" <<'EOF' 2>/dev/null || echo "?"
-# cross-entropy (bits) of the held-out masked tokens under the training text's add-one unigram distribution
-import math, sys
-from collections import Counter
-from fairseq import options, tasks
-from fairseq.data import data_utils
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-data, user_dir, flags = sys.argv[1], sys.argv[2], sys.argv[3:]
-args = options.parse_args_and_arch(options.get_training_parser(), [data, "--user-dir", user_dir, *flags,
-                                                                     "--arch", "bnb_small"])
-task = tasks.setup_task(convert_namespace_to_omegaconf(args).task)
-d = task.dictionary
-counts, total = Counter(), 0
-train = data_utils.load_indexed_dataset(f"{data}/train", d)
-for i in range(len(train)):
-    counts.update(train[i].tolist()); total += len(train[i])
-task.load_dataset("valid")
-bits = n = 0
-for i in range(len(task.dataset("valid"))):
-    for t in task.dataset("valid")[i]["target"].tolist():
-        if t != d.pad():
-            bits -= math.log2((counts[t] + 1) / (total + len(d))); n += 1
-print(f"{bits / n:.3f}")
-EOF
-)
+# the same masked positions split by what BERT masking did to them ([MASK] / random / unchanged), token-averaged,
+# beside the unigram reference: only the [MASK] positions show whether the model predicts from context
+logged "$WORK/logs/breakdown.log" '^\|' "$PYTHON" "$ROOT/scripts/masked_token_breakdown.py" "$BIN" "$IMPORTED" \
+  "$CKPTS/checkpoint_last.pt" --tokens-per-sample "$TOKENS_PER_SAMPLE" --mask-symbol '[MASK]' --seed "$SEED"
 
 echo "== 7/8 fine-tuning on SQuAD question generation through --restore-file ($FT)"
 if [ ! -d "$SHARED_DATA/squad-qg-du2017" ]; then
@@ -276,7 +257,9 @@ echo "checkpoint $CKPT -> $ARCH (BERT-NAR-BERT), text: ${TEXT:-built from $SHARE
 echo "held-out masked-token loss (BERT masking 15 %, seed $SEED; fairseq word_ins, bits/token, base 2):"
 echo "  as imported:                                   $BEFORE"
 echo "  after continued pretraining:                   $AFTER   ($UPDATES updates, --corruptions $CORRUPTIONS, ${TRAIN_SECONDS} s of fairseq training, $((T2 - T1)) s wall)"
-echo "  reference, unigram model of the training text: $UNIGRAM"
+echo "the same positions, token-averaged, by kind (beside each: an add-one unigram model of the training text):"
+grep '^|' "$WORK/logs/breakdown.log" | sed -e "s#$IMPORTED#as imported#" -e "s#$CKPTS/checkpoint_last.pt#after#" \
+  -e 's/^| /  /' | tr '|' '\n' | sed -e 's/^ */    /' -e 's/^    as imported/  as imported/' -e 's/^    after/  after/'
 if [ "${FT_DONE:-0}" = 1 ]; then
   FIRST=$(grep -o 'train_inner.*' "$WORK/logs/finetune.log" | head -n 1 | grep -o ' loss=[0-9.]*' | cut -d= -f2)
   LAST=$(grep -o 'train_inner.*' "$WORK/logs/finetune.log" | tail -n 1 | grep -o ' loss=[0-9.]*' | cut -d= -f2)
