@@ -20,6 +20,8 @@ ROOT=$(cd "$HERE/../.." && pwd)
 USER_DIR=$ROOT/fairseq_nar_plugins
 SRC=en; TGT=de
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+# passive waiting: with busy-waiting OpenMP threads a shared CPU slows training about tenfold
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
 T0=$(date +%s)
 echo "== 1-2/4 prepare (corpus checks, joint sentencepiece) and fairseq-preprocess ($WORK)"

