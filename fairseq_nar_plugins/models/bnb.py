@@ -24,16 +24,14 @@ for the additional pretraining (MLM 15 %, permutation LM 50 %), where the decode
 """
 import logging
 
-import torch
 import torch.nn as nn
 from fairseq import utils
-from fairseq.iterative_refinement_generator import DecoderOut
 from fairseq.models import FairseqDecoder, FairseqEncoder, FairseqEncoderDecoderModel, register_model, \
     register_model_architecture
 from fairseq.models.nat.nonautoregressive_transformer import NATransformerModel
 
 from ..modules.bert_backbone import BertBackbone, BertBackboneConfig, BertLMHead
-from ..modules.ctc_generation import CTCGenerationMixin
+from ..modules.ctc_generation import CTCGenerationMixin, placeholder_rows
 from ..modules.ctc_utils import strip_bos_eos
 from ..modules.length_predictor import LengthClassifier
 from ..modules.pretrained_import import build_pretrained_backbone
@@ -278,7 +276,7 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
             return super().initialize_output_tokens(encoder_out, src_tokens)
         src_lengths = (~encoder_out["encoder_padding_mask"]).sum(1)
         lengths = self.decoder.length.predict(self.decoder.forward_length(encoder_out), src_lengths)
-        return _placeholder_rows(lengths, src_tokens, self.bos, self.eos, self.pad, self.unk,
+        return placeholder_rows(lengths, src_tokens, self.bos, self.eos, self.pad, self.unk,
                                  encoder_out["encoder_out"].dtype)
 
     def regenerate_length_beam(self, decoder_out, beam_size):
@@ -302,17 +300,6 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
             history.append(output_tokens.clone())
         return decoder_out._replace(output_tokens=output_tokens, output_scores=output_scores, attn=None,
                                     history=history)
-
-
-def _placeholder_rows(lengths, like, bos, eos, pad, unk, dtype):
-    """``[<s>, <unk> x (L - 2), </s>]`` rows of the given lengths ``(B,)``, right-padded."""
-    max_len = int(lengths.max())
-    pos = torch.arange(max_len, device=like.device)[None, :]
-    tokens = like.new_full((lengths.size(0), max_len), pad).masked_fill(pos < lengths[:, None], unk)
-    tokens[:, 0] = bos
-    tokens.scatter_(1, (lengths - 1)[:, None], eos)
-    return DecoderOut(output_tokens=tokens, output_scores=torch.zeros(tokens.shape, dtype=dtype, device=like.device),
-                      attn=None, step=0, max_step=0, history=None)
 
 
 @register_model_architecture("bnb", "bnb_base")

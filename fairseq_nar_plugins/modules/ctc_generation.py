@@ -6,9 +6,21 @@ greedy CTC decoding (argmax, merge repeats, drop blanks); any further step recom
 stops (its "no change" rule). Models that refine CTC output (DEER's Levenshtein editor) override ``forward_decoder``
 for steps >= 1.
 """
+import torch
 from fairseq.iterative_refinement_generator import DecoderOut
 
 from .ctc_utils import add_bos_eos, ctc_greedy_collapse
+
+
+def placeholder_rows(lengths, like, bos, eos, pad, unk, dtype) -> DecoderOut:
+    """The generator's initial ``DecoderOut``: rows ``[<s>, <unk> x (L - 2), </s>]`` of the given lengths ``(B,)``,
+    right-padded, zero scores."""
+    pos = torch.arange(int(lengths.max()), device=like.device)[None, :]
+    tokens = like.new_full((lengths.size(0), pos.size(1)), pad).masked_fill(pos < lengths[:, None], unk)
+    tokens[:, 0] = bos
+    tokens.scatter_(1, (lengths - 1)[:, None], eos)
+    return DecoderOut(output_tokens=tokens, output_scores=torch.zeros(tokens.shape, dtype=dtype, device=like.device),
+                      attn=None, step=0, max_step=0, history=None)
 
 
 class CTCGenerationMixin:
@@ -21,19 +33,9 @@ class CTCGenerationMixin:
 
     def initialize_output_tokens(self, encoder_out, src_tokens):
         """``[<s>, <unk> x (F - 2), </s>]`` per sentence, ``(B, F)``: one slot per decoder frame."""
-        frame_padding_mask = self.ctc_frame_padding_mask(encoder_out)
-        tokens = src_tokens.new_full(frame_padding_mask.shape, self.unk).masked_fill(frame_padding_mask, self.pad)
-        lengths = (~frame_padding_mask).sum(1)
-        tokens[:, 0] = self.bos
-        tokens.scatter_(1, (lengths - 1)[:, None], self.eos)
-        return DecoderOut(
-            output_tokens=tokens,
-            output_scores=tokens.new_zeros(tokens.shape, dtype=next(self.parameters()).dtype),
-            attn=None,
-            step=0,
-            max_step=0,
-            history=None,
-        )
+        lengths = (~self.ctc_frame_padding_mask(encoder_out)).sum(1)
+        return placeholder_rows(lengths, src_tokens, self.bos, self.eos, self.pad, self.unk,
+                                next(self.parameters()).dtype)
 
     def forward_decoder(self, decoder_out, encoder_out, decoding_format=None, **kwargs):
         """Greedy CTC decoding; rows ``[<s>, tokens, </s>]`` with each token's log-probability."""
