@@ -9,5 +9,6 @@ from . import checkpoint_safety
 checkpoint_safety.install()
 
 from . import criterions, models, tasks  # noqa: E402,F401
+from .data import pretrained_bpe  # noqa: E402,F401  (registers --bpe pretrained_tokenizer)
 
 __version__ = "0.1.0"

@@ -115,6 +115,8 @@ def main(argv=None):
                                        *cpu, *shlex.split(args.generate_args)])
     hyps = read_hypotheses(gen.stdout)
 
+    sys.path.insert(0, os.path.dirname(USER_DIR))
+    import fairseq_nar_plugins  # noqa: F401  (reads pretrained vocabulary bridges, e.g. BERT data for BnB)
     from fairseq.data import Dictionary, data_utils
 
     src_dict = Dictionary.load(os.path.join(args.data_bin, f"dict.{src}.txt"))
@@ -139,7 +141,7 @@ def main(argv=None):
     print(f"| distilled {len(src_ds) - kept_original:,} of {len(src_ds):,} training pairs with the teacher; "
           f"{kept_original:,} kept their original target (skipped by fairseq-generate)")
 
-    run("fairseq_cli.preprocess", ["--source-lang", src, "--target-lang", tgt,
+    run("fairseq_cli.preprocess", ["--user-dir", USER_DIR, "--source-lang", src, "--target-lang", tgt,
                                    "--trainpref", os.path.join(text_dir, "train"), "--destdir", args.out_bin,
                                    "--srcdict", os.path.join(args.data_bin, f"dict.{src}.txt"),
                                    "--tgtdict", os.path.join(args.data_bin, f"dict.{tgt}.txt"),

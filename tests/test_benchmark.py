@@ -169,3 +169,19 @@ def test_benchmark_writes_table_ratios_and_plot(tiny_bench):
     ratio_lines = [line for line in text.splitlines() if "batch-1 latency ratio" in line]
     assert len(ratio_lines) == 4 * 2  # every NAR system against both AR decodings
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_labelled_checkpoints_and_per_system_flags():
+    from fairseq_nar_plugins.evaluation.benchmark import _named_args, _parse_named
+
+    named = _parse_named(["bnb@lc=a.pt", "bnb@ctc=b.pt", "transformer=t.pt"], "--checkpoint")
+    assert named == {"bnb@lc": "a.pt", "bnb@ctc": "b.pt", "transformer": "t.pt"}
+    flags = _parse_named(["bnb=--bpe x", "bnb@lc=--iter-decode-with-beam 3"], "--model-args")
+    # the model's flags first, the labelled checkpoint's after them (argparse: the last one wins)
+    assert _named_args(flags, "bnb@lc") == ["--bpe", "x", "--iter-decode-with-beam", "3"]
+    assert _named_args(flags, "bnb@ctc") == ["--bpe", "x"]
+    assert _named_args(flags, "transformer") == []
+    with pytest.raises(SystemExit, match="unknown model 'nosuch'"):
+        _parse_named(["nosuch@x=a.pt"], "--checkpoint")
+    with pytest.raises(SystemExit, match="given twice"):
+        _parse_named(["bnb@lc=a.pt", "bnb@lc=b.pt"], "--checkpoint")

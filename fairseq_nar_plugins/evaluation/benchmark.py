@@ -46,11 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", choices=sorted(registry.SIZES), default="small",
                    help="quick mode: the depth and width every model is built with (default small = "
                         f"{registry.SIZES['small']})")
-    g.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
-                   help="full mode: a trained checkpoint for registered model NAME; repeat for each model")
-    g.add_argument("--model-args", action="append", default=[], metavar="NAME=FLAGS",
-                   help="extra fairseq flags for model NAME only, e.g. 'nat_ctc_transformer=--upsample-ratio 3' "
-                        "(must match how it was trained)")
+    g.add_argument("--checkpoint", action="append", default=[], metavar="NAME[@LABEL]=PATH",
+                   help="full mode: a trained checkpoint for registered model NAME; repeat for each model. Several "
+                        "checkpoints of one model are told apart by a label: 'bnb@lc-minilm=ckpt.pt' (the label "
+                        "is shown in the system's name)")
+    g.add_argument("--model-args", action="append", default=[], metavar="NAME[@LABEL]=FLAGS",
+                   help="extra fairseq flags for model NAME (or one labelled checkpoint) only, e.g. "
+                        "'nat_ctc_transformer=--upsample-ratio 3' (must match how it was trained); they come after "
+                        "--fairseq-args, so they override it (e.g. another --bpe)")
+    g.add_argument("--data-for", action="append", default=[], metavar="NAME[@LABEL]=DIR",
+                   help="full mode: a fairseq data directory for this checkpoint instead of --data (a model trained "
+                        "with another dictionary); it must hold the same --gen-subset sentences in the same order, "
+                        "scored against the same --reference")
     g.add_argument("--fairseq-args", default="",
                    help="extra fairseq flags for every system, as one string, e.g. '--bpe sentencepiece "
                         "--sentencepiece-model spm.model' (full mode: needed to detokenize for sacreBLEU)")
@@ -109,15 +116,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _parse_named(values: List[str], flag: str) -> Dict[str, str]:
+    """``NAME[@LABEL]=VALUE`` flags -> {``NAME[@LABEL]``: VALUE}; NAME must be a registered model."""
     out = {}
     for v in values:
         if "=" not in v:
-            raise SystemExit(f"ERROR: {flag} expects NAME=VALUE, got {v!r}")
-        name, value = v.split("=", 1)
+            raise SystemExit(f"ERROR: {flag} expects NAME[@LABEL]=VALUE, got {v!r}")
+        key, value = v.split("=", 1)
+        name = key.split("@", 1)[0]
         if name not in registry.MODELS:
             raise SystemExit(f"ERROR: {flag}: unknown model {name!r}; registered: {sorted(registry.MODELS)}")
-        out[name] = value
+        if key in out:
+            raise SystemExit(f"ERROR: {flag} {key} given twice")
+        out[key] = value
     return out
+
+
+def _named_args(per_model: Dict[str, str], key: str) -> List[str]:
+    """Flags for ``NAME@LABEL``: those given for NAME, then those given for NAME@LABEL."""
+    name = key.split("@", 1)[0]
+    flags = per_model.get(name, "").split()
+    return flags + (per_model.get(key, "").split() if key != name else [])
 
 
 def _read_lines(path: str, n: Optional[int] = None) -> List[str]:
@@ -146,18 +164,27 @@ def build_systems(args, data_dir: str, work: str):
         for spec in specs:
             systems += build_model_systems(spec, data_dir, args.source_lang, args.target_lang, args.gen_subset,
                                            size=registry.SIZES[args.size],
-                                           extra_args=extra + per_model.get(spec.name, "").split(),
+                                           extra_args=extra + _named_args(per_model, spec.name),
                                            device=args.device, force_lengths=True)
     else:
         checkpoints = _parse_named(args.checkpoint, "--checkpoint")
         if not checkpoints:
             raise SystemExit("ERROR: full mode needs at least one --checkpoint NAME=PATH")
-        for name, path in checkpoints.items():
+        data_for = _parse_named(args.data_for, "--data-for")
+        for key in data_for:
+            if key not in checkpoints:
+                raise SystemExit(f"ERROR: --data-for {key}: no --checkpoint {key}=PATH")
+        for key, path in checkpoints.items():
             if not os.path.isfile(path):
-                raise SystemExit(f"ERROR: checkpoint for {name} not found: {path}")
-            systems += build_model_systems(registry.MODELS[name], data_dir, args.source_lang, args.target_lang,
+                raise SystemExit(f"ERROR: --checkpoint {key}: file not found: {path}")
+            own_data = data_for.get(key, data_dir)
+            if not os.path.isdir(own_data):
+                raise SystemExit(f"ERROR: --data-for {key}: directory not found: {own_data}")
+            name, _, label = key.partition("@")
+            systems += build_model_systems(registry.MODELS[name], own_data, args.source_lang, args.target_lang,
                                            args.gen_subset, checkpoint=path,
-                                           extra_args=extra + per_model.get(name, "").split(), device=args.device)
+                                           extra_args=extra + _named_args(per_model, key), device=args.device,
+                                           label=label or None)
     return systems
 
 
@@ -234,7 +261,7 @@ def assemble_rows(systems, results, settings, baseline: str, peak: float, profil
         r1, rb, rt = results[(name, b1)], results[(name, bs)], results[(name, tok)]
         ms = r1.ms_per_sentence()
         row = {
-            "system": name, "kind": system.kind, "model": system.spec.name, "decoding": system.decoding.label,
+            "system": name, "kind": system.kind, "model": system.model_name, "decoding": system.decoding.label,
             "decoding_args": " ".join(system.decoding.args),
             "params_m": system.num_parameters() / 1e6,
             "b1_tokens_per_sent": r1.tokens / r1.sentences,

@@ -222,10 +222,16 @@ class System:
     cfg: object
     forcer: LengthForcer
     device: str = "cpu"
+    label: Optional[str] = None  # tells apart several checkpoints of one model, e.g. "lc-minilm-distilled"
+
+    @property
+    def model_name(self) -> str:
+        """The registered model's name, with ``@label`` when one was given."""
+        return f"{self.spec.name}@{self.label}" if self.label else self.spec.name
 
     @property
     def name(self) -> str:
-        return f"{self.spec.name} {self.decoding.label}"
+        return f"{self.model_name} {self.decoding.label}"
 
     @property
     def kind(self) -> str:
@@ -304,8 +310,8 @@ def _parse(argv: List[str], with_model: bool):
 
 def build_model_systems(spec: ModelSpec, data_dir: str, src: str, tgt: str, split: str,
                         size: Optional[Size] = None, checkpoint: Optional[str] = None,
-                        extra_args: Sequence[str] = (), device: str = "cpu", force_lengths: bool = False
-                        ) -> List[System]:
+                        extra_args: Sequence[str] = (), device: str = "cpu", force_lengths: bool = False,
+                        label: Optional[str] = None) -> List[System]:
     """One :class:`System` per decoding of ``spec``, sharing one task and one model.
 
     Without ``checkpoint`` the model is built with random weights from ``spec.arch``, ``spec.model_args`` and the
@@ -344,5 +350,5 @@ def build_model_systems(spec: ModelSpec, data_dir: str, src: str, tgt: str, spli
             with_model=checkpoint is None)
         generator = task.build_generator([model], dcfg.generation)
         forcer = make_length_forcer(spec, model, generator) if force_lengths else LengthForcer()
-        systems.append(System(spec, decoding, task, model, generator, dcfg, forcer, device))
+        systems.append(System(spec, decoding, task, model, generator, dcfg, forcer, device, label))
     return systems

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The BERT-NAR-BERT comparison on Multi30k en->de test_2016_flickr: BnB-LC and BnB-CTC x random / pretrained
+# (MiniLM by default) initialisation x raw / distilled data, beside the AR teacher of the same depth and width, every
+# model trained for the same wall-clock budget; then one scripts/benchmark.py run (full mode) gives sacreBLEU and
+# decoding time at batch 1 and at batch 64 for all of them, on one machine, in one run.
+# Usage: examples/bnb/multi30k_table.sh DATA_DIR WORK_DIR MINUTES
+#   Each system is one examples/bnb/multi30k.sh call (its settings apply: CHECKPOINT, ARCH, LR, ...); the teacher is
+#   trained for MINUTES too (TEACHER_MINUTES). Resumable: finished systems are reused.
+#   Output: WORK_DIR/report/{report.md,results.csv,plot.png}; BENCH_REPEATS (2) and LATENCY_SENTENCES (32) set the
+#   timing protocol.
+set -euo pipefail
+DATA=${1:?usage: multi30k_table.sh DATA_DIR WORK_DIR MINUTES}
+WORK=${2:?usage: multi30k_table.sh DATA_DIR WORK_DIR MINUTES}
+MINUTES=${3:?usage: multi30k_table.sh DATA_DIR WORK_DIR MINUTES}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+PYTHON=${PYTHON:-python}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+export TEACHER_MINUTES=${TEACHER_MINUTES:-$MINUTES}
+UPSAMPLE=${UPSAMPLE:-3}; LENGTH_BEAM=${LENGTH_BEAM:-3}
+T0=$(date +%s)
+
+CHECKPOINTS=(); MODEL_ARGS=()
+for VARIANT in raw distilled; do
+  for LENGTH_MODE in ctc lc; do
+    for INIT in pretrained random; do
+      name=bnb-$LENGTH_MODE-$INIT-$VARIANT
+      echo "######## $name"
+      VARIANT=$VARIANT LENGTH_MODE=$LENGTH_MODE INIT=$INIT UPSAMPLE=$UPSAMPLE LENGTH_BEAM=$LENGTH_BEAM NAME=$name \
+        bash "$HERE/multi30k.sh" "$DATA" "$WORK" "$MINUTES"
+      label=${name#bnb-}
+      CHECKPOINTS+=(--checkpoint "bnb@$label=$WORK/ckpt/$name/checkpoint_last.pt")
+      if [ "$LENGTH_MODE" = lc ]; then MODEL_ARGS+=(--model-args "bnb@$label=--iter-decode-with-beam $LENGTH_BEAM"); fi
+    done
+  done
+done
+
+echo "######## benchmark (full mode): quality and speed of every system, AR teacher as the baseline"
+"$PYTHON" "$ROOT/scripts/benchmark.py" --mode full --out-dir "$WORK/report" --data "$WORK/bin" \
+  --reference "$DATA/test_2016_flickr.de" --threads "$OMP_NUM_THREADS" \
+  --repeats "${BENCH_REPEATS:-2}" --latency-sentences "${LATENCY_SENTENCES:-32}" \
+  --fairseq-args "--bpe pretrained_tokenizer --pretrained-tokenizer $WORK/pretrained" \
+  --checkpoint "transformer=$WORK/ckpt/teacher/checkpoint_last.pt" "${CHECKPOINTS[@]}" \
+  --model-args "bnb=--upsample-ratio $UPSAMPLE --ctc-blank-symbol [PAD]" "${MODEL_ARGS[@]}"
+echo "######## done in $(( $(date +%s) - T0 )) s; table in $WORK/report/report.md"
