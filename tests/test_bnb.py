@@ -147,3 +147,28 @@ def test_bnb_length_classification_learns_toy_task_with_length_beam(toy_data_bin
     bleu = _train_and_generate(toy_data_bin, tmp_path, "translation_lev", "nat_loss", "lc",
                                extra_gen=["--iter-decode-with-beam", "3"])
     assert bleu > 45, f"BnB-LC toy BLEU {bleu:.1f}"
+
+
+def test_reload_rebuilds_the_recorded_backbone_conventions():
+    """A model built from a RoBERTa-style config must come back with RoBERTa conventions (position offset, no token
+    types), not BERT's: build_backbone records each backbone's config in the args fairseq saves."""
+    import json
+
+    model, d = tiny_bnb()
+    args = model.args
+    cfg = json.loads(args.encoder_backbone_config)
+    assert cfg["layers"] == 2 and cfg["embed_dim"] == 64 and json.loads(args.decoder_backbone_config)["cross_attention"]
+    # pretend the first build came from a RoBERTa-family checkpoint: positions start after padding_idx, no types
+    for side in ("encoder", "decoder"):
+        saved = json.loads(getattr(args, f"{side}_backbone_config"))
+        saved.update(position_offset=d.pad() + 1, num_positions=saved["num_positions"] + d.pad() + 1,
+                     type_vocab_size=0, layer_norm_eps=1e-5)
+        setattr(args, f"{side}_backbone_config", json.dumps(saved))
+    reloaded = BnBModel.build_model(args, _Task(d))
+    for backbone in (reloaded.encoder.backbone, reloaded.decoder.backbone):
+        assert (backbone.cfg.position_offset, backbone.cfg.type_vocab_size, backbone.cfg.layer_norm_eps) == (
+            d.pad() + 1, 0, 1e-5)
+    # a dictionary of another size is refused with what to do
+    d.add_symbol("extra")
+    with pytest.raises(ValueError, match="task dictionary has 25 symbols"):
+        BnBModel.build_model(args, _Task(d))

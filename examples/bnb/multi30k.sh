@@ -3,7 +3,8 @@
 #   1 prepare: the data in the checkpoint's vocabulary (examples/bnb/prepare_multi30k.sh)
 #   2 distilled data only: scripts/distill.py trains an AR fairseq transformer teacher of the student's depth and
 #     width for TEACHER_MINUTES on the same data (once per WORK_DIR), decodes the training set with beam
-#     DISTILL_BEAM and re-binarizes it
+#     DISTILL_BEAM (outputs capped at 2.5 x source + 10 tokens: German takes ~1.75x the WordPieces of English; the
+#     cap stops a budget-trained teacher's repetitions) and re-binarizes it
 #   3 fairseq-train bnb for MINUTES (resumes from WORK_DIR/ckpt/NAME/checkpoint_last.pt)
 #   4 fairseq-generate test_2016_flickr in one pass (CTC: greedy collapse; LC: length beam LENGTH_BEAM), detokenized
 #     with the checkpoint's tokenizer (--bpe pretrained_tokenizer) -> sacreBLEU with its signature
@@ -60,7 +61,8 @@ if [ "$VARIANT" = distilled ]; then
   if [ ! -f "$WORK/bin-distill/.done" ]; then
     "$PYTHON" "$ROOT/scripts/distill.py" --data-bin "$BIN" --out-bin "$WORK/bin-distill" --cpu --workers 2 \
       --train-teacher --teacher-save-dir "$WORK/ckpt/teacher" --teacher-stop-time-hours "$(hours "$TEACHER_MINUTES")" \
-      --teacher-max-update 1000000 --beam "$DISTILL_BEAM" --max-tokens 8000 --teacher-args "--share-all-embeddings \
+      --teacher-max-update 1000000 --beam "$DISTILL_BEAM" --max-tokens 8000 \
+      --generate-args "--max-len-a 2.5 --max-len-b 10" --teacher-args "--share-all-embeddings \
       --encoder-layers $LAYERS --decoder-layers $LAYERS --encoder-embed-dim $DIM --decoder-embed-dim $DIM \
       --encoder-ffn-embed-dim $FFN --decoder-ffn-embed-dim $FFN --encoder-attention-heads $HEADS \
       --decoder-attention-heads $HEADS --max-source-positions 512 --max-target-positions 512 --dropout 0.1 \

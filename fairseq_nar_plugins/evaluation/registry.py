@@ -104,6 +104,19 @@ register(ModelSpec(
     description="ours: BERT-NAR-BERT, latent z copied onto 2x source frames, CTC",
 ))
 register(ModelSpec(
+    name="deer", kind="nar", task="translation_lev_ctc", arch="deer_base",
+    task_args=("--upsample-ratio", "2", "--noise", "random_delete"),
+    # step 0 is greedy CTC; --iter-decode-max-iter N adds up to N Levenshtein editor iterations (a row stops early
+    # when an iteration changes nothing)
+    decodings=(Decoding("CTC", ("--iter-decode-max-iter", "0")),
+               Decoding("+1 edit", ("--iter-decode-max-iter", "1")),
+               Decoding("+2 edits", ("--iter-decode-max-iter", "2")),
+               Decoding("+4 edits", ("--iter-decode-max-iter", "4"))),
+    length_control="frames", user_dir=True,
+    description="ours: DEER, one BERT-family stack over [source ; 2x copied source slots], CTC step 0 then "
+    "Levenshtein editor steps with cached source states",
+))
+register(ModelSpec(
     name="cmlm_transformer", kind="nar", task="translation_lev", arch="cmlm_transformer",
     task_args=("--noise", "random_mask"),
     decodings=(Decoding("1 it.", ("--iter-decode-max-iter", "0")),

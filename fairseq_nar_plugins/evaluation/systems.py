@@ -9,6 +9,7 @@
 * :class:`LengthForcer` s make AR and NAR systems emit the same number of tokens in the quick mode (see
   :mod:`.registry`).
 """
+import ast
 import logging
 import math
 import os
@@ -335,8 +336,9 @@ def build_model_systems(spec: ModelSpec, data_dir: str, src: str, tgt: str, spli
     else:
         cfg = _parse(base + ["--path", checkpoint] + list(spec.decodings[0].args), with_model=False)
         task = tasks.setup_task(cfg.task)
-        models, saved_cfg = checkpoint_utils.load_model_ensemble([checkpoint], arg_overrides={"data": data_dir},
-                                                                 task=task)
+        # --model-overrides as fairseq-generate applies them (e.g. DEER's "{'prune_size':0.5}")
+        overrides = {**ast.literal_eval(cfg.common_eval.model_overrides or "{}"), "data": data_dir}
+        models, saved_cfg = checkpoint_utils.load_model_ensemble([checkpoint], arg_overrides=overrides, task=task)
         model = models[0]
         task.load_dataset(split, task_cfg=saved_cfg.task)
     if device != "cpu":

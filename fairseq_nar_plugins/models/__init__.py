@@ -1,2 +1,3 @@
 """fairseq models of the plugin (imported by fairseq from --user-dir, and by the package itself)."""
-from . import bnb, nat_ctc_transformer  # noqa: F401
+from . import bnb, bnb_classifier, nat_ctc_transformer  # noqa: F401
+from . import deer  # noqa: F401,E402

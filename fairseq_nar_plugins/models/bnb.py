@@ -22,6 +22,7 @@
 Tasks: ``translation_lev`` / ``translation_lev_ctc`` for MT, QG and summarization; ``masked_autoencoder_pretrain``
 for the additional pretraining (MLM 15 %, permutation LM 50 %), where the decoder length is the block length.
 """
+import json
 import logging
 
 import torch.nn as nn
@@ -30,6 +31,7 @@ from fairseq.models import FairseqDecoder, FairseqEncoder, FairseqEncoderDecoder
     register_model_architecture
 from fairseq.models.nat.nonautoregressive_transformer import NATransformerModel
 
+from ..modules.backbone_args import add_dropout_args, set_dropout_defaults, set_encoder_sizes
 from ..modules.bert_backbone import BertBackbone, BertBackboneConfig, BertLMHead
 from ..modules.ctc_generation import CTCGenerationMixin, placeholder_rows
 from ..modules.ctc_utils import strip_bos_eos
@@ -63,11 +65,28 @@ def backbone_config(args, prefix: str, dictionary, cross_attention: bool) -> Ber
 
 def build_backbone(args, prefix, dictionary, path, cross_attention):
     """``(backbone, lm_head_state or None)``: from the checkpoint at ``path`` (its sizes win over the
-    architecture's, with a log line), or random from the architecture."""
-    if not path:
-        return BertBackbone(backbone_config(args, prefix, dictionary, cross_attention)), None
+    architecture's, with a log line), or random from the architecture.
+
+    The backbone's exact config (sizes and a checkpoint's conventions: position offset, LayerNorm eps, token types,
+    ...) is recorded as JSON in ``args.{prefix}_backbone_config``, which fairseq saves with the model; a trained
+    model (``path`` unset at reload) rebuilds from it, so a RoBERTa / XLM-R-initialised model does not come back
+    with BERT conventions."""
     overrides = dict(dropout=args.dropout, attention_dropout=args.attention_dropout,
                      activation_dropout=args.activation_dropout)
+    key = f"{prefix}_backbone_config"
+    if not path:
+        saved = getattr(args, key, None)
+        if saved:
+            cfg = BertBackboneConfig.from_dict({**json.loads(saved), **overrides})
+            if cfg.vocab_size != len(dictionary):
+                raise ValueError(f"the model's {prefix} vocabulary has {cfg.vocab_size} rows but the task dictionary "
+                                 f"has {len(dictionary)} symbols: use the data directory (and task flags such as "
+                                 "--ctc-blank-symbol) the model was trained with")
+        else:
+            cfg = backbone_config(args, prefix, dictionary, cross_attention)
+        backbone = BertBackbone(cfg)
+        setattr(args, key, json.dumps(backbone.cfg.to_dict(), sort_keys=True))
+        return backbone, None
     if cross_attention:
         overrides.update(cross_attention=True, cross_attention_init=args.cross_attention_init)
     backbone, imported = build_pretrained_backbone(path, dictionary=dictionary, **overrides)
@@ -77,6 +96,7 @@ def build_backbone(args, prefix, dictionary, path, cross_attention):
         setattr(args, f"{prefix}_{name}", getattr(cfg, attr))
     logger.info(f"{prefix} initialised from {path}: {cfg.layers} layers, {cfg.embed_dim} dims "
                 f"({imported.source.get('format', '?')})")
+    setattr(args, key, json.dumps(cfg.to_dict(), sort_keys=True))
     return backbone, imported.lm_head
 
 
@@ -194,9 +214,7 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
                             "shared embeddings; needs a joined dictionary)")
         parser.add_argument("--max-positions-table", type=int, metavar="N",
                             help="rows of the position embedding table for random initialisation")
-        parser.add_argument("--dropout", type=float, metavar="D", help="dropout probability")
-        parser.add_argument("--attention-dropout", type=float, metavar="D", help="attention dropout")
-        parser.add_argument("--activation-dropout", type=float, metavar="D", help="FFN activation dropout")
+        add_dropout_args(parser)
 
     @classmethod
     def build_model(cls, args, task):
@@ -305,10 +323,7 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
 @register_model_architecture("bnb", "bnb_base")
 def bnb_base(args):
     """BERT-base encoder and decoder: 12 layers, 768 dims, 12 heads, FFN 3072; latent P = 8 (authors' code)."""
-    args.encoder_layers = getattr(args, "encoder_layers", None) or 12
-    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", None) or 768
-    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", None) or 3072
-    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", None) or 12
+    set_encoder_sizes(args, layers=12, dim=768, heads=12, ffn=3072)
     args.decoder_layers = getattr(args, "decoder_layers", None) or args.encoder_layers
     args.decoder_embed_dim = getattr(args, "decoder_embed_dim", None) or args.encoder_embed_dim
     args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", None) or args.encoder_ffn_embed_dim
@@ -324,19 +339,14 @@ def bnb_base(args):
     args.pretrained_decoder = getattr(args, "pretrained_decoder", None)
     args.cross_attention_init = getattr(args, "cross_attention_init", None) or "random"
     args.max_positions_table = getattr(args, "max_positions_table", None) or 512
-    for name, default in (("dropout", 0.1), ("attention_dropout", 0.1), ("activation_dropout", 0.0)):
-        if getattr(args, name, None) is None:
-            setattr(args, name, default)
+    set_dropout_defaults(args)
     args.max_source_positions = getattr(args, "max_source_positions", None) or args.max_positions_table
     args.max_target_positions = getattr(args, "max_target_positions", None) or args.max_positions_table
 
 
 def _bnb_sizes(args, layers, dim, heads, ffn):
     """Encoder sizes (the decoder follows them unless set); flags still win."""
-    args.encoder_layers = getattr(args, "encoder_layers", None) or layers
-    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", None) or dim
-    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", None) or ffn
-    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", None) or heads
+    set_encoder_sizes(args, layers, dim, heads, ffn)
     bnb_base(args)
 
 

@@ -36,11 +36,18 @@ starts (see :meth:`BertBackbone.init_cross_attention`):
 DEER (shared/papers/002) uses the encoder stack alone, with task-specific self-attention masks
 (``self_attn_mask`` below) and no extra parameters.
 
+Physically pruned layers. With ``layer_shapes`` set (written by ``scripts/export_pruned.py`` from a model trained
+with dynamic block pruning, see :mod:`.pruned_export`) each layer has its own FFN width and a
+:class:`~.compact_attention.CompactSelfAttention` whose heads have their own q/k and v widths (same parameter names,
+smaller shapes); ``None`` (the default) is the uniform stack above.
+
 Parameter names follow fairseq (``layers.N.self_attn.q_proj.weight``, ``layers.N.fc1.weight``, ...); the embeddings
 live under ``embeddings.`` (``embed_tokens``, ``embed_positions``, ``embed_token_types``, ``layernorm_embedding``).
 """
 import argparse
+import copy
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -53,13 +60,15 @@ from fairseq.modules.fairseq_dropout import FairseqDropout
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
 from torch import Tensor
 
+from .compact_attention import CompactTransformerDecoderLayer, CompactTransformerEncoderLayer
+
 CROSS_ATTENTION_INITS = ("random", "self_attention")
 
 
 @dataclass
 class BertBackboneConfig:
     """Sizes and behaviour of a :class:`BertBackbone`. Stored as a plain dict (:meth:`to_dict`) in converted
-    checkpoints, so every field is an int, float, str or bool."""
+    checkpoints, so every field is an int, float, str or bool, or (``layer_shapes``) a JSON-serialisable list."""
 
     vocab_size: int = 30522
     embed_dim: int = 768
@@ -87,6 +96,27 @@ class BertBackboneConfig:
     encoder_embed_dim: int = 0
     #: where the weights came from ("bert", "roberta", "xlm-roberta", "random"); informational
     family: str = "random"
+    #: None (default): every layer has ``attention_heads`` heads of ``embed_dim // attention_heads`` dims and an FFN
+    #: of ``ffn_embed_dim``. Otherwise one dict per layer, ``{"ffn": int, "qk_dims": [int] * attention_heads,
+    #: "v_dims": [int] * attention_heads}`` (a JSON string of that list is accepted too): the physically smaller
+    #: layers of a pruned model exported at one size (see :mod:`.pruned_export`). The self-attention of such layers
+    #: is a :class:`~.compact_attention.CompactSelfAttention` (head ``h`` has ``qk_dims[h]`` query/key and
+    #: ``v_dims[h]`` value dims; 0 and 0 = head removed); cross-attention, if any, stays uniform.
+    layer_shapes: Optional[List[Dict[str, Any]]] = None
+
+    def __post_init__(self):
+        if isinstance(self.layer_shapes, str):
+            try:
+                self.layer_shapes = json.loads(self.layer_shapes)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"layer_shapes (--backbone-layer-shapes) is not valid JSON: {e}") from None
+        if self.layer_shapes is not None:
+            self.layer_shapes = [
+                {"ffn": int(s["ffn"]), "qk_dims": [int(d) for d in s["qk_dims"]],
+                 "v_dims": [int(d) for d in s["v_dims"]]} if isinstance(s, dict) and
+                {"ffn", "qk_dims", "v_dims"} <= set(s) else s
+                for s in self.layer_shapes
+            ]
 
     @classmethod
     def bert(cls, **overrides) -> "BertBackboneConfig":
@@ -130,6 +160,41 @@ class BertBackboneConfig:
         if not 0 <= self.padding_idx < self.vocab_size:
             raise ValueError(f"padding_idx {self.padding_idx} outside the vocabulary of {self.vocab_size}")
         utils.get_activation_fn(self.activation_fn)  # raises on an unknown name
+        if self.layer_shapes is not None:
+            self._validate_layer_shapes()
+
+    def _validate_layer_shapes(self):
+        shapes = self.layer_shapes
+        if not isinstance(shapes, list) or len(shapes) != self.layers:
+            raise ValueError(f"layer_shapes must list one shape per layer ({self.layers}), got "
+                             f"{len(shapes) if isinstance(shapes, list) else type(shapes).__name__}")
+        for i, s in enumerate(shapes):
+            if not isinstance(s, dict) or set(s) != {"ffn", "qk_dims", "v_dims"}:
+                raise ValueError(f"layer_shapes[{i}] must be a dict with exactly the keys ffn, qk_dims, v_dims; "
+                                 f"got {s!r}")
+            if s["ffn"] < 0:
+                raise ValueError(f"layer_shapes[{i}]['ffn'] = {s['ffn']} is negative")
+            for key in ("qk_dims", "v_dims"):
+                if len(s[key]) != self.attention_heads or any(d < 0 for d in s[key]):
+                    raise ValueError(f"layer_shapes[{i}]['{key}'] must list {self.attention_heads} non-negative "
+                                     f"widths (one per original head), got {s[key]}")
+            for h, (q, v) in enumerate(zip(s["qk_dims"], s["v_dims"])):
+                if v == 0 and q != 0:
+                    raise ValueError(f"layer_shapes[{i}]: head {h} has v_dims 0 but qk_dims {q} (a head without "
+                                     "values contributes nothing; its qk width must be 0 too)")
+
+    @property
+    def attention_scaling(self) -> float:
+        """fairseq's query scaling, ``(embed_dim // attention_heads) ** -0.5``; compact layers keep it."""
+        return (self.embed_dim // self.attention_heads) ** -0.5
+
+    def layer_shape(self, i: int) -> Dict[str, Any]:
+        """Shape of layer ``i`` in the ``layer_shapes`` format (the uniform one when ``layer_shapes`` is None)."""
+        if self.layer_shapes is not None:
+            return self.layer_shapes[i]
+        head = self.embed_dim // self.attention_heads
+        return {"ffn": self.ffn_embed_dim, "qk_dims": [head] * self.attention_heads,
+                "v_dims": [head] * self.attention_heads}
 
 
 def parameter_shapes(cfg: BertBackboneConfig) -> Dict[str, tuple]:
@@ -146,10 +211,19 @@ def parameter_shapes(cfg: BertBackboneConfig) -> Dict[str, tuple]:
         attention["encoder_attn"] = (c, enc)
     for i in range(cfg.layers):
         p = f"layers.{i}."
+        if cfg.layer_shapes is not None:
+            f = cfg.layer_shapes[i]["ffn"]
         for name, (width, kv_width) in attention.items():
-            for proj, in_dim in (("k_proj", kv_width), ("v_proj", kv_width), ("q_proj", width), ("out_proj", width)):
-                shapes[f"{p}{name}.{proj}.weight"] = (c, in_dim)
-                shapes[f"{p}{name}.{proj}.bias"] = (c,)
+            if name == "self_attn" and cfg.layer_shapes is not None:
+                qk, v = sum(cfg.layer_shapes[i]["qk_dims"]), sum(cfg.layer_shapes[i]["v_dims"])
+                projections = {"k_proj": ((qk, c), (qk,)), "v_proj": ((v, c), (v,)), "q_proj": ((qk, c), (qk,)),
+                               "out_proj": ((c, v), (c,))}
+            else:
+                projections = {proj: ((c, in_dim), (c,)) for proj, in_dim in
+                               (("k_proj", kv_width), ("v_proj", kv_width), ("q_proj", width), ("out_proj", width))}
+            for proj, (weight, bias) in projections.items():
+                shapes[f"{p}{name}.{proj}.weight"] = weight
+                shapes[f"{p}{name}.{proj}.bias"] = bias
             shapes[f"{p}{name}_layer_norm.weight"] = (c,)
             shapes[f"{p}{name}_layer_norm.bias"] = (c,)
         shapes.update({f"{p}fc1.weight": (f, c), f"{p}fc1.bias": (f,), f"{p}fc2.weight": (c, f), f"{p}fc2.bias": (c,),
@@ -257,7 +331,9 @@ class BertBackbone(nn.Module):
         self.padding_idx = cfg.padding_idx
         self.embeddings = BertEmbeddings(cfg)
         layer_args = _fairseq_layer_args(cfg)
-        if cfg.cross_attention:
+        if cfg.layer_shapes is not None:
+            layers = [_compact_layer(cfg, layer_args, shape) for shape in cfg.layer_shapes]
+        elif cfg.cross_attention:
             layers = [TransformerDecoderLayer(layer_args, no_encoder_attn=False) for _ in range(cfg.layers)]
         else:
             layers = [TransformerEncoderLayer(layer_args) for _ in range(cfg.layers)]
@@ -268,7 +344,9 @@ class BertBackbone(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.apply(init_bert_params)
         if cfg.cross_attention:
-            self.init_cross_attention()
+            # compact self-attention cannot be copied into the uniform cross-attention; an exported (compact)
+            # model gets its weights from its checkpoint anyway
+            self.init_cross_attention("random" if cfg.layer_shapes is not None else None)
 
     @property
     def embed_dim(self) -> int:
@@ -410,6 +488,15 @@ class BertLMHead(nn.Module):
         """``(..., C)`` states -> ``(..., V)`` logits."""
         x = self.layer_norm(self.activation_fn(self.dense(features)))
         return F.linear(x, self.weight) + self.bias
+
+
+def _compact_layer(cfg: BertBackboneConfig, layer_args: argparse.Namespace, shape: Dict[str, Any]) -> nn.Module:
+    """One layer of a backbone with ``layer_shapes``: compact self-attention, FFN of width ``shape["ffn"]``."""
+    args = copy.copy(layer_args)
+    args.encoder_ffn_embed_dim = args.decoder_ffn_embed_dim = shape["ffn"]
+    if cfg.cross_attention:
+        return CompactTransformerDecoderLayer(args, shape, cfg.attention_scaling, no_encoder_attn=False)
+    return CompactTransformerEncoderLayer(args, shape, cfg.attention_scaling)
 
 
 def _set_layer_norm_eps(layer: nn.Module, eps: float):

@@ -17,6 +17,10 @@ fairseq         BERT         RoBERTa / XLM-R
 ==============  ===========  =========================
 
 so that fairseq's usual ``<s> w1 ... wn </s>`` rows are exactly ``[CLS] w1 ... wn [SEP]`` for BERT.
+fairseq's mask name ``<mask>`` is an alias of the checkpoint's mask token: ``add_symbol("<mask>")``, which fairseq's
+``sentence_prediction`` and ``masked_lm`` tasks call when they load a dictionary, returns the ``[MASK]`` row instead
+of appending a row the checkpoint has no embedding for (any other new symbol is still appended, and then refused by
+:mod:`.pretrained_import`).
 
 File format (``dict.txt``), one line per embedding row after a header line::
 
@@ -54,6 +58,8 @@ logger = logging.getLogger(__name__)
 MAGIC = "# fairseq-nar-plugins pretrained vocabulary: load it with --user-dir fairseq_nar_plugins |"
 FORMAT_VERSION = "v1"
 _PLACEHOLDER = re.compile(r"<row:(\d+)>")
+#: fairseq's name for the mask symbol; ``add_symbol(MASK_ALIAS)`` returns the checkpoint's mask row (``[MASK]``)
+MASK_ALIAS = "<mask>"
 
 
 def placeholder(row: int) -> str:
@@ -203,10 +209,22 @@ class PretrainedDictionary(Dictionary):
         return self.mask_index
 
     def add_symbol(self, word, n=1, overwrite=False):
-        """As fairseq's; a new symbol becomes a new row past the checkpoint's embedding rows (it then no longer
-        fits the checkpoint: :mod:`.pretrained_import` refuses it)."""
+        """As fairseq's, with one alias: fairseq's mask symbol ``<mask>`` (:data:`MASK_ALIAS`).
+
+        * A symbol the vocabulary already holds returns its row (fairseq's behaviour, count increased by ``n``).
+          RoBERTa / XLM-R vocabularies hold ``<mask>`` itself.
+        * ``<mask>`` when the vocabulary has a mask token under another name (BERT's ``[MASK]``) returns that row,
+          unchanged: fairseq code that asks for its mask with ``dictionary.add_symbol("<mask>")`` (the
+          ``sentence_prediction`` and ``masked_lm`` tasks' ``load_dictionary``) gets the checkpoint's mask and the
+          dictionary keeps exactly the checkpoint's rows.
+        * Any other new symbol (and ``<mask>`` for a vocabulary without a mask token) becomes a new row past the
+          checkpoint's embedding rows: it then no longer fits the checkpoint, and :mod:`.pretrained_import` refuses
+          it. Symbols that are empty or contain whitespace are refused here.
+        """
         if not is_writable_symbol(word):
             raise ValueError(f"cannot add symbol {word!r}: it is empty or contains whitespace")
+        if word == MASK_ALIAS and word not in self.indices and self.mask_index is not None:
+            return self.mask_index
         return super().add_symbol(word, n=n, overwrite=overwrite)
 
     def finalize(self, threshold=-1, nwords=-1, padding_factor=8):

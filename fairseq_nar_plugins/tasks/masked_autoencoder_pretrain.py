@@ -189,15 +189,19 @@ class MaskedAutoencoderPretrainTask(FairseqTask):
 
     @staticmethod
     def add_mask_symbol(dictionary, symbol: str) -> int:
-        """Index of ``symbol`` in ``dictionary``, added at the end if absent (as fairseq's denoising task does)."""
+        """Index of ``symbol`` in ``dictionary``, added at the end if absent (as fairseq's denoising task does).
+        A pretrained vocabulary bridge answers ``<mask>`` with its own mask row (BERT's ``[MASK]``; see
+        ``PretrainedDictionary.add_symbol``)."""
         if symbol in dictionary.indices:
             return dictionary.index(symbol)
         others = [s for s in ("<mask>", "[MASK]") if s != symbol and s in dictionary.indices]
-        if others:
-            logger.warning(f"mask symbol {symbol!r} is not in the dictionary, which has {others[0]!r}: adding "
+        size = len(dictionary)
+        index = dictionary.add_symbol(symbol)
+        if others and len(dictionary) > size:
+            logger.warning(f"mask symbol {symbol!r} is not in the dictionary, which has {others[0]!r}: added "
                            f"{symbol!r} as a new symbol (a new embedding row); pass --mask-symbol '{others[0]}' to "
                            "use the vocabulary's own")
-        return dictionary.add_symbol(symbol)
+        return index
 
     @classmethod
     def setup_task(cls, cfg: MaskedAutoencoderPretrainConfig, **kwargs):

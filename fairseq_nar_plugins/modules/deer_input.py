@@ -1,0 +1,93 @@
+"""DEER's input format and self-attention mask (shared/papers/002, section 3.1 and Figure 1).
+
+DEER has no decoder: one BERT-family stack reads the source followed by ``F = round(ratio * S)`` target *slots*
+(``S`` source tokens, ``<s>``/``</s>`` included; ``ratio`` is the task's ``--upsample-ratio``) and the CTC output is
+read off the slot positions. What a slot holds (``--deer-slot-input``):
+
+* ``copy`` (the paper's choice: "we copy the source sentence twice uniformly"): slot ``j`` holds source token
+  ``floor(j / ratio)``, so with ratio 2 the slots are ``x1 x1 x2 x2 ... xm xm``;
+* ``placeholder`` (the authors' code): every slot holds one placeholder token (``<mask>`` / ``[MASK]`` when the
+  dictionary has one, else ``<unk>``).
+
+Self-attention mask: source positions cannot attend to target slots; slots attend to everything (padding excluded by
+the key padding mask). Source states therefore do not depend on the slots, which lets the Levenshtein editor reuse
+them (:mod:`.levenshtein_editor`).
+
+Positions and token types follow the backbone: a real token's position is its rank among the real tokens of the
+concatenated row (:class:`.bert_backbone.BertEmbeddings`), so slots continue the source positions whatever side the
+source is padded on; with token-type embeddings (BERT) the source is segment 0 and the slots segment 1, as in BERT's
+sentence pairs; RoBERTa / XLM-R have no token types.
+"""
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from .source_copy import gather_source, ratio_copy_index
+
+SLOT_INPUTS = ("copy", "placeholder")
+
+
+class DEERInput(NamedTuple):
+    """The stack's input for a batch.
+
+    * ``tokens`` ``(B, S + F)``: source row (as given, any padding side) then the slot row (right-padded);
+    * ``padding_mask`` ``(B, S + F)`` True at padding (taken from the masks, never from token ids: a slot may hold a
+      blank that equals ``<pad>``, e.g. BERT's ``[PAD]`` blank after glancing);
+    * ``attn_mask`` ``(B, S + F, S + F)`` bool, True where a query may *not* attend to a key;
+    * ``token_type_ids`` ``(B, S + F)`` or None (backbones without token types);
+    * ``num_source`` ``S`` (the slot part starts there).
+    """
+
+    tokens: Tensor
+    padding_mask: Tensor
+    attn_mask: Tensor
+    token_type_ids: Optional[Tensor]
+    num_source: int
+
+
+def slot_tokens(src_tokens: Tensor, src_padding_mask: Tensor, ratio: float, mode: str, placeholder: int,
+                pad: int):
+    """Initial slot tokens ``(B, F)`` (right-padded with ``pad``) and the slot padding mask ``(B, F)``.
+
+    ``mode`` ``"copy"``: slot ``j`` of a row holds its source token ``floor(j / ratio)`` (real tokens counted, any
+    padding side); ``"placeholder"``: every real slot holds ``placeholder``."""
+    if mode not in SLOT_INPUTS:
+        raise ValueError(f"--deer-slot-input must be one of {SLOT_INPUTS}, got {mode!r}")
+    index, frame_padding_mask = ratio_copy_index((~src_padding_mask).sum(1), ratio)
+    if mode == "copy":
+        slots = gather_source(src_tokens[:, :, None], src_padding_mask, index, frame_padding_mask)[:, :, 0]
+    else:
+        slots = torch.full_like(index, placeholder)
+    return slots.masked_fill(frame_padding_mask, pad), frame_padding_mask
+
+
+def source_blind_mask(src_padding_mask: Tensor, tgt_padding_mask: Tensor) -> Tensor:
+    """``(B, S + T, S + T)`` bool, True where a query may not attend to a key: every query of the first ``S``
+    positions (the source) is blind to the last ``T`` positions (slots or editor tokens); the last ``T`` positions
+    see everything. Padding keys are left to the key padding mask."""
+    bsz, s = src_padding_mask.shape
+    t = tgt_padding_mask.size(1)
+    mask = torch.zeros((bsz, s + t, s + t), dtype=torch.bool, device=src_padding_mask.device)
+    mask[:, :s, s:] = True
+    return mask
+
+
+def token_types(src_padding_mask: Tensor, tgt_padding_mask: Tensor, type_vocab_size: int) -> Optional[Tensor]:
+    """Segment ids ``(B, S + T)``: 0 on the source, 1 on the target part; None without (two) token types."""
+    if type_vocab_size < 2:
+        return None
+    return torch.cat([torch.zeros_like(src_padding_mask, dtype=torch.long),
+                      torch.ones_like(tgt_padding_mask, dtype=torch.long)], 1)
+
+
+def build_input(src_tokens: Tensor, src_padding_mask: Tensor, slots: Tensor, slot_padding_mask: Tensor,
+                type_vocab_size: int) -> DEERInput:
+    """Concatenate source and slots into the stack's input with DEER's mask (see :class:`DEERInput`)."""
+    return DEERInput(
+        tokens=torch.cat([src_tokens, slots], 1),
+        padding_mask=torch.cat([src_padding_mask, slot_padding_mask], 1),
+        attn_mask=source_blind_mask(src_padding_mask, slot_padding_mask),
+        token_type_ids=token_types(src_padding_mask, slot_padding_mask, type_vocab_size),
+        num_source=src_tokens.size(1),
+    )
