@@ -275,10 +275,10 @@ def test_deer_learns_toy_task_and_decodes_at_0_and_2_editor_steps_and_pruned(toy
     bleu2 = generate("--iter-decode-max-iter", "2")
     print(f"toy BLEU: step 0 {bleu0:.1f}, step 2 {bleu2:.1f}", end=", ")
     bleu_half = generate("--iter-decode-max-iter", "0", "--model-overrides", "{'prune_size': 0.5}")
-    # thresholds for 300 CPU updates of a 2-layer, 64-dim model with pruning on (measured: step 0 64.7, step 2 22.5,
-    # size 0.5 64.2; BnB-CTC reaches 80 in 400 updates without an editor to train): CTC must have learnt the lexicon
-    # and its order; the editor is young at this budget (Levenshtein editors train slowly) and still lowers BLEU, so
-    # its iterations are only required to keep a well-formed, related output and to really change it
-    assert bleu0 > 55, f"DEER toy BLEU at step 0 {bleu0:.1f}"
-    assert bleu2 > 15 and bleu2 != bleu0, f"DEER toy BLEU after 2 editor steps {bleu2:.1f} (step 0: {bleu0:.1f})"
+    # thresholds for 300 CPU updates of a 2-layer, 64-dim model with pruning on: CTC must have learnt the lexicon and
+    # its order (measured: step 0 64.7 with the paper's editor training, 60.0 with the CTC roll-in and no pruning);
+    # the editor, trained on the CTC output too (default), must not undo it: without the roll-in it over-deleted
+    # (step 2: 22.5), with it step 2 was 60.1
+    assert bleu0 > 50, f"DEER toy BLEU at step 0 {bleu0:.1f}"
+    assert bleu2 > bleu0 - 2, f"DEER toy BLEU after 2 editor steps {bleu2:.1f} (step 0: {bleu0:.1f})"
     assert bleu_half > 40 and bleu_half != bleu0, f"DEER toy BLEU at size 0.5: {bleu_half:.1f} (1.0: {bleu0:.1f})"

@@ -151,7 +151,7 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
         self.bos, self.eos, self.pad, self.unk = d.bos(), d.eos(), d.pad(), d.unk()
         self.blank = args.ctc_blank_idx
         self.placeholder = placeholder_index(d)
-        self.editor_ctc_roll_in = getattr(args, "editor_ctc_roll_in", False)
+        self.editor_ctc_roll_in = not getattr(args, "no_editor_ctc_roll_in", False)
         self.upsample_ratio = args.upsample_ratio
         self.slot_input = args.deer_slot_input
         self.glancing = GlancingSchedule(args.glancing_ratio)
@@ -208,11 +208,13 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
         parser.add_argument("--glancing-ratio", type=str, metavar="SPEC",
                             help="glancing ratio schedule START:END@STEPS (e.g. 0.5:0.2@300k, linear annealing; "
                             "STEPS may end in k or m) or one number; 0 disables glancing")
-        parser.add_argument("--editor-ctc-roll-in", action="store_true",
-                            help="also train the editor's deletion and placeholder classifiers on the model's own "
-                            "greedy CTC output (the editor's input at inference), with the edits that turn it into "
-                            "the reference (terms word_del_ctc, mask_ins_ctc); the paper trains on randomly deleted "
-                            "references only")
+        parser.add_argument("--no-editor-ctc-roll-in", action="store_true",
+                            help="train the editor on randomly deleted references only, as the paper describes. By "
+                            "default its deletion and placeholder classifiers are also trained on the model's own "
+                            "greedy CTC output (the editor's input at inference) with the edits that turn it into "
+                            "the reference (terms word_del_ctc, mask_ins_ctc): without them the editor over-deletes "
+                            "CTC output (toy task, 300 updates: BLEU 66.3 / 39.5 / 24.6 at 0 / 1 / 2 editor steps; "
+                            "with them 60.0 / 60.1 / 60.1)")
         parser.add_argument("--prune", action="store_true",
                             help="dynamic block pruning in training: a model size sampled per update from "
                             "--prune-sizes, score masks on attention (32x32 blocks) and FFN neurons")
