@@ -118,7 +118,7 @@ def test_training_forward_returns_all_objective_terms():
     tgt = rows(d, [[8, 9, 10, 11], [12, 13, 14, 15, 16]])
     prev = rows(d, [[9, 11], [13]])
     terms = model(src, None, prev, tgt)
-    assert set(terms) == {"ctc", "mask_ins", "word_ins", "word_del", "prune_reg"}
+    assert set(terms) == {"ctc", "mask_ins", "word_ins", "word_del", "word_del_ctc", "mask_ins_ctc", "prune_reg"}
     assert terms["ctc"]["ctc"] and terms["ctc"]["out"].shape[:2] == terms["ctc"]["out_mask"].shape
     assert terms["mask_ins"]["out"].shape == (2, prev.size(1) - 1, 256)
     # placeholder targets: how many reference tokens are missing after each kept token
@@ -129,6 +129,30 @@ def test_training_forward_returns_all_objective_terms():
     loss = sum(t["out"].float().logsumexp(-1).mean() for k, t in terms.items() if "out" in t)
     (loss + terms["prune_reg"]["loss"]).backward()
     assert model.editor_heads.embed_mask_ins.grad is not None
+
+
+def test_ctc_roll_in_targets_are_the_edits_from_the_ctc_output_to_the_reference():
+    """The roll-in terms (default; --no-editor-ctc-roll-in drops them) on a hand-made CTC hypothesis: delete exactly
+    the tokens outside the Levenshtein alignment, then ask for the placeholders the reference still needs."""
+    from fairseq_nar_plugins.modules.levenshtein_editor import ctc_roll_in_terms
+
+    model, d = tiny_deer()
+    a, b, c, x = (d.index(f"w{i}") for i in (1, 2, 3, 4))
+    bos, eos, pad = d.bos(), d.eos(), d.pad()
+    hyps = torch.tensor([[bos, a, x, b, eos, pad], [bos, a, b, c, x, eos]])  # the second is longer than its reference
+    tgt = torch.tensor([[bos, a, b, c, eos], [bos, a, b, c, eos]])
+    terms = ctc_roll_in_terms(lambda t: torch.zeros(*t.shape, model.backbone.embed_dim), model.editor_heads, hyps, tgt,
+                              pad, bos, eos, model.placeholder)
+    assert terms["word_del_ctc"]["tgt"].tolist() == [[0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 0]]
+    assert terms["word_del_ctc"]["mask"].tolist() == [[True] * 5 + [False], [True] * 6]
+    # after the oracle deletion: [<s> a b </s>] needs one token after b; [<s> a b c </s>] needs none
+    mask = terms["mask_ins_ctc"]["mask"]
+    assert terms["mask_ins_ctc"]["tgt"][0][mask[0]].tolist() == [0, 0, 1]
+    assert terms["mask_ins_ctc"]["tgt"][1][mask[1]].tolist() == [0, 0, 0, 0]
+    model.editor_ctc_roll_in = False  # what --no-editor-ctc-roll-in sets
+    model.train()
+    src = rows(d, [[1, 2, 3]], left_pad=True)
+    assert "word_del_ctc" not in model(src, None, rows(d, [[9]]), rows(d, [[8, 9, 10]]))
 
 
 # --------------------------------------------------------------------------------------------- editor and cache
