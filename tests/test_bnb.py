@@ -92,6 +92,39 @@ def test_length_classification_target_and_offset():
     assert lc.predict(logits, torch.tensor([5])).tolist() == [7]
 
 
+def test_length_cap_takes_the_best_length_within_the_cap():
+    """--max-length-ratio/--max-length-offset: the argmax over lengths <= A x source + B, not a clamp."""
+    for offset_mode in (False, True):
+        lc = LengthClassifier(4, max_length=64, pred_length_offset=offset_mode)
+        src = torch.tensor([4, 10])
+        lengths = lc.lengths_of_classes(src)
+        logits = torch.zeros(2, 64)
+        # sentence 0 prefers 30 (over its cap 2 x 4 + 3 = 11), then 9; sentence 1 prefers 20 (within 2 x 10 + 3)
+        logits[0][lengths[0] == 30] = 5.0
+        logits[0][lengths[0] == 9] = 4.0
+        logits[1][lengths[1] == 20] = 5.0
+        assert lc.predict(logits, src).tolist() == [30, 20]
+        assert lc.predict(logits, src, max_ratio=2.0, max_offset=3.0).tolist() == [9, 20]
+
+
+def test_generation_caps_the_predicted_length_by_the_model_flags():
+    model, d = tiny_bnb()
+    with torch.no_grad():  # the length classifier prefers 200 tokens, then 15, then 5
+        model.decoder.length.proj.bias.fill_(-10.0)
+        model.decoder.length.proj.bias[200] = 10.0
+        model.decoder.length.proj.bias[15] = 5.0
+        model.decoder.length.proj.bias[5] = 3.0
+    src = batch(d, [[1, 2, 3]])  # 5 source tokens with <s> and </s>
+    enc = model.forward_encoder([src, None])
+    assert model.decoder.max_length_ratio == 2.5 and model.decoder.max_length_offset == 10.0  # the defaults
+    length = lambda: int(model.initialize_output_tokens(enc, src).output_tokens.ne(d.pad()).sum())
+    assert length() == 15  # cap 2.5 x 5 + 10 = 22
+    model.decoder.max_length_ratio, model.decoder.max_length_offset = 1.0, 1.0
+    assert length() == 5  # cap 6
+    model.decoder.max_length_ratio = 100.0
+    assert length() == 200
+
+
 def test_length_beam_decodes_lengths_around_the_prediction():
     model, d = tiny_bnb()
     src = batch(d, [[1, 2, 3]])

@@ -42,6 +42,10 @@ from ..modules.source_copy import gather_source, ratio_copy_index, uniform_copy_
 logger = logging.getLogger(__name__)
 
 LENGTH_MODES = ("lc", "ctc")
+# length classification at generation: at most 2.5 x source + 10 tokens (German in an English WordPiece vocabulary
+# takes ~1.75x the source's tokens; the same cap as the distillation recipes)
+DEFAULT_MAX_LENGTH_RATIO = 2.5
+DEFAULT_MAX_LENGTH_OFFSET = 10.0
 
 
 def backbone_config(args, prefix: str, dictionary, cross_attention: bool) -> BertBackboneConfig:
@@ -143,6 +147,9 @@ class BnBDecoder(FairseqDecoder):
                         f"(not in checkpoint: {missing.missing_keys or 'none'})")
         self.length = LengthClassifier(args.latent_dim, args.max_length_classes, args.pred_length_offset)
         self.length_loss_factor = args.length_loss_factor
+        # generation-time cap on predicted lengths (checkpoints saved before the flag existed get the default)
+        self.max_length_ratio = getattr(args, "max_length_ratio", DEFAULT_MAX_LENGTH_RATIO)
+        self.max_length_offset = getattr(args, "max_length_offset", DEFAULT_MAX_LENGTH_OFFSET)
 
     def positions_for(self, encoder_out, tgt_lengths=None):
         """``(index, padding_mask)`` ``(B, T)``: which source latent each decoder position reads."""
@@ -199,6 +206,12 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
         parser.add_argument("--pred-length-offset", action="store_true",
                             help="classify len(target) - len(source) instead of len(target)")
         parser.add_argument("--length-loss-factor", type=float, help="weight of the length classification loss")
+        parser.add_argument("--max-length-ratio", type=float, metavar="A",
+                            help="length classification at generation: predicted lengths (with <s> and </s>) are "
+                            f"at most A x source length + --max-length-offset (default {DEFAULT_MAX_LENGTH_RATIO}; "
+                            "change it at generation with --model-overrides \"{'max_length_ratio': A}\")")
+        parser.add_argument("--max-length-offset", type=float, metavar="B",
+                            help=f"the B of --max-length-ratio (default {DEFAULT_MAX_LENGTH_OFFSET})")
         parser.add_argument("--pretrained-encoder", type=str, metavar="PATH",
                             help="initialise the encoder from a BERT-family checkpoint: a Hugging Face folder, a "
                             "fairseq RoBERTa/XLM-R model.pt, or the output of scripts/convert_pretrained.py; its "
@@ -293,7 +306,9 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
         if self.decoder.length_mode == "ctc":
             return super().initialize_output_tokens(encoder_out, src_tokens)
         src_lengths = (~encoder_out["encoder_padding_mask"]).sum(1)
-        lengths = self.decoder.length.predict(self.decoder.forward_length(encoder_out), src_lengths)
+        lengths = self.decoder.length.predict(self.decoder.forward_length(encoder_out), src_lengths,
+                                              max_ratio=self.decoder.max_length_ratio,
+                                              max_offset=self.decoder.max_length_offset)
         return placeholder_rows(lengths, src_tokens, self.bos, self.eos, self.pad, self.unk,
                                  encoder_out["encoder_out"].dtype)
 
@@ -331,6 +346,10 @@ def bnb_base(args):
     args.latent_dim = getattr(args, "latent_dim", None) or 8
     args.length_mode = getattr(args, "length_mode", None) or "lc"
     args.max_length_classes = getattr(args, "max_length_classes", None) or 256
+    args.max_length_ratio = getattr(args, "max_length_ratio", None) or DEFAULT_MAX_LENGTH_RATIO
+    args.max_length_offset = getattr(args, "max_length_offset", None)
+    if args.max_length_offset is None:
+        args.max_length_offset = DEFAULT_MAX_LENGTH_OFFSET
     args.pred_length_offset = getattr(args, "pred_length_offset", False)
     args.length_loss_factor = getattr(args, "length_loss_factor", None)
     if args.length_loss_factor is None:

@@ -31,8 +31,19 @@ class LengthClassifier(nn.Module):
         t = tgt_lengths - src_lengths + self.max_length // 2 if self.pred_length_offset else tgt_lengths
         return t.clamp(0, self.max_length - 1)
 
-    def predict(self, logits: Tensor, src_lengths: Tensor, min_length: int = 2) -> Tensor:
-        """Most likely lengths ``(B,)`` (at least ``min_length``: ``<s>`` and ``</s>``)."""
-        cls = logits.argmax(-1)
-        length = cls + src_lengths - self.max_length // 2 if self.pred_length_offset else cls
-        return length.clamp(min=min_length)
+    def lengths_of_classes(self, src_lengths: Tensor) -> Tensor:
+        """Length each class stands for, per sentence ``(B, max_length)``."""
+        cls = torch.arange(self.max_length, device=src_lengths.device)[None, :]
+        return cls + src_lengths[:, None] - self.max_length // 2 if self.pred_length_offset else cls.expand(
+            src_lengths.size(0), -1)
+
+    def predict(self, logits: Tensor, src_lengths: Tensor, min_length: int = 2,
+                max_ratio: float = None, max_offset: float = 0.0) -> Tensor:
+        """Most likely lengths ``(B,)`` (at least ``min_length``: ``<s>`` and ``</s>``). With ``max_ratio`` the
+        argmax is taken over lengths ``<= max_ratio * src_length + max_offset`` only (fairseq-generate's
+        ``--max-len-a/-b`` for a length classifier: a barely trained classifier cannot ask for 255-token outputs)."""
+        lengths = self.lengths_of_classes(src_lengths)
+        if max_ratio is not None:
+            cap = (max_ratio * src_lengths.to(logits.dtype) + max_offset).floor().clamp(min=min_length)
+            logits = logits.masked_fill(lengths.to(logits.dtype) > cap[:, None], float("-inf"))
+        return lengths.gather(1, logits.argmax(-1, keepdim=True)).squeeze(1).clamp(min=min_length)
