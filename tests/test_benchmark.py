@@ -185,3 +185,23 @@ def test_labelled_checkpoints_and_per_system_flags():
         _parse_named(["nosuch@x=a.pt"], "--checkpoint")
     with pytest.raises(SystemExit, match="given twice"):
         _parse_named(["bnb@lc=a.pt", "bnb@lc=b.pt"], "--checkpoint")
+
+
+def test_bnb_lc_forced_lengths_replace_the_classifier_answer():
+    """Quick mode on BnB with length classification: the classifier still runs, its answer is replaced."""
+    import torch
+    from fairseq_nar_plugins.evaluation import registry
+    from fairseq_nar_plugins.evaluation.systems import ClassifiedLength, make_length_forcer
+    from test_bnb import batch, tiny_bnb
+
+    model, d = tiny_bnb("lc")
+    forcer = make_length_forcer(registry.MODELS["bnb_lc"], model, None)
+    assert isinstance(forcer, ClassifiedLength) and forcer.forces
+    assert make_length_forcer(registry.MODELS["bnb_lc"], model, None) is forcer  # installed once
+    src = batch(d, [[1, 2, 3], [4, 5]])
+    enc = model.forward_encoder([src, None])
+    free = model.initialize_output_tokens(enc, src).output_tokens.ne(d.pad()).sum(1)
+    forcer.set(torch.tensor([7, 3]))
+    assert model.initialize_output_tokens(enc, src).output_tokens.ne(d.pad()).sum(1).tolist() == [9, 5]
+    forcer.set(None)
+    assert model.initialize_output_tokens(enc, src).output_tokens.ne(d.pad()).sum(1).tolist() == free.tolist()

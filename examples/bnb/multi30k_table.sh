@@ -2,7 +2,9 @@
 # The BERT-NAR-BERT comparison on Multi30k en->de test_2016_flickr: BnB-LC and BnB-CTC x random / pretrained
 # (MiniLM by default) initialisation x raw / distilled data, beside the AR teacher of the same depth and width, every
 # model trained for the same wall-clock budget; then one scripts/benchmark.py run (full mode) gives sacreBLEU and
-# decoding time at batch 1 and at batch 64 for all of them, on one machine, in one run.
+# decoding time at batch 1 and at batch 64 for all of them, on one machine, in one run (benchmark models: `bnb` for
+# the CTC systems, `bnb_lc` for the length-classification ones, each decoded with length beam 1 and 3; the teacher
+# greedy and with beam 4).
 # Usage: examples/bnb/multi30k_table.sh DATA_DIR WORK_DIR MINUTES
 #   Each system is one examples/bnb/multi30k.sh call (its settings apply: CHECKPOINT, ARCH, LR, ...); the teacher is
 #   trained for MINUTES too (TEACHER_MINUTES). Resumable: finished systems are reused.
@@ -21,7 +23,7 @@ export TEACHER_MINUTES=${TEACHER_MINUTES:-$MINUTES}
 UPSAMPLE=${UPSAMPLE:-3}; LENGTH_BEAM=${LENGTH_BEAM:-3}
 T0=$(date +%s)
 
-CHECKPOINTS=(); MODEL_ARGS=()
+CHECKPOINTS=()
 for VARIANT in raw distilled; do
   for LENGTH_MODE in ctc lc; do
     for INIT in pretrained random; do
@@ -29,9 +31,9 @@ for VARIANT in raw distilled; do
       echo "######## $name"
       VARIANT=$VARIANT LENGTH_MODE=$LENGTH_MODE INIT=$INIT UPSAMPLE=$UPSAMPLE LENGTH_BEAM=$LENGTH_BEAM NAME=$name \
         bash "$HERE/multi30k.sh" "$DATA" "$WORK" "$MINUTES"
-      label=${name#bnb-}
-      CHECKPOINTS+=(--checkpoint "bnb@$label=$WORK/ckpt/$name/checkpoint_last.pt")
-      if [ "$LENGTH_MODE" = lc ]; then MODEL_ARGS+=(--model-args "bnb@$label=--iter-decode-with-beam $LENGTH_BEAM"); fi
+      # benchmark models: bnb (CTC) and bnb_lc (length classification, decoded with length beam 1 and 3)
+      spec=bnb; [ "$LENGTH_MODE" = lc ] && spec=bnb_lc
+      CHECKPOINTS+=(--checkpoint "$spec@$INIT-$VARIANT=$WORK/ckpt/$name/checkpoint_last.pt")
     done
   done
 done
@@ -42,5 +44,5 @@ echo "######## benchmark (full mode): quality and speed of every system, AR teac
   --repeats "${BENCH_REPEATS:-2}" --latency-sentences "${LATENCY_SENTENCES:-32}" \
   --fairseq-args "--bpe pretrained_tokenizer --pretrained-tokenizer $WORK/pretrained" \
   --checkpoint "transformer=$WORK/ckpt/teacher/checkpoint_last.pt" "${CHECKPOINTS[@]}" \
-  --model-args "bnb=--upsample-ratio $UPSAMPLE --ctc-blank-symbol [PAD]" "${MODEL_ARGS[@]}"
+  --model-args "bnb=--upsample-ratio $UPSAMPLE --ctc-blank-symbol [PAD]"
 echo "######## done in $(( $(date +%s) - T0 )) s; table in $WORK/report/report.md"

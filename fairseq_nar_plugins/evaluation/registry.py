@@ -17,7 +17,8 @@ Adding a model (e.g. BnB, ELMER, DEER, MLAE once they land) is one call::
 ``length_control`` says how the quick mode (random weights) forces the output length so that AR and NAR models
 emit the same number of tokens (see :mod:`.systems`): ``"ar"`` (``SequenceGenerator`` with ``min_len = max_len``),
 ``"length_predictor"`` (a fairseq NAT decoder whose ``forward_length_prediction`` is overridden with the forced
-length, after it has run), ``"frames"`` (a CTC decoder: its frame count is fixed by the source length and nothing
+length, after it has run), ``"length_classifier"`` (the same for a ``LengthClassifier`` at ``model.decoder.length``),
+``"frames"`` (a CTC decoder: its frame count is fixed by the source length and nothing
 is forced), or a callable ``hook(model, generator) -> LengthForcer`` for models that need their own way.
 """
 from dataclasses import dataclass
@@ -102,6 +103,14 @@ register(ModelSpec(
     task_args=("--upsample-ratio", "2", "--noise", "full_mask"), model_args=("--length-mode", "ctc"),
     decodings=(ONE_PASS,), length_control="frames", user_dir=True,
     description="ours: BERT-NAR-BERT, latent z copied onto 2x source frames, CTC",
+))
+register(ModelSpec(
+    name="bnb_lc", kind="nar", task="translation_lev", arch="bnb_base",
+    task_args=("--noise", "full_mask"), model_args=("--length-mode", "lc"),
+    decodings=(Decoding("length beam 1", ("--iter-decode-max-iter", "0")),
+               Decoding("length beam 3", ("--iter-decode-max-iter", "0", "--iter-decode-with-beam", "3"))),
+    length_control="length_classifier", user_dir=True,
+    description="ours: BERT-NAR-BERT, output length classified from the latent z, one pass per candidate length",
 ))
 register(ModelSpec(
     name="deer", kind="nar", task="translation_lev_ctc", arch="deer_base",

@@ -191,6 +191,31 @@ class PredictedLength(LengthForcer):
         self.lengths = lengths
 
 
+class ClassifiedLength(LengthForcer):
+    """For models with a :class:`~fairseq_nar_plugins.modules.length_predictor.LengthClassifier` at
+    ``model.decoder.length`` (BnB with ``--length-mode lc``): runs its ``predict`` (so its cost stays in the timing),
+    then replaces the answer by the forced lengths ``+ 2`` (``<s>`` and ``</s>``)."""
+
+    description = "forced per sentence: length classification overridden"
+    forces = True
+
+    def __init__(self, classifier):
+        self.original = classifier.predict
+        self.lengths = None
+        classifier.predict = self
+
+    def __call__(self, logits, src_lengths, *args, **kwargs):
+        predicted = self.original(logits, src_lengths, *args, **kwargs)
+        if self.lengths is None:
+            return predicted
+        if self.lengths.shape != predicted.shape:
+            raise ValueError(f"forced lengths {tuple(self.lengths.shape)} for a batch of {tuple(predicted.shape)}")
+        return (self.lengths + 2).to(device=predicted.device, dtype=predicted.dtype)
+
+    def set(self, lengths):
+        self.lengths = lengths
+
+
 def make_length_forcer(spec: ModelSpec, model, generator) -> LengthForcer:
     control = spec.length_control
     if callable(control):
@@ -206,6 +231,13 @@ def make_length_forcer(spec: ModelSpec, model, generator) -> LengthForcer:
                              "forward_length_prediction")
         existing = decoder.forward_length_prediction
         return existing if isinstance(existing, PredictedLength) else PredictedLength(decoder)
+    if control == "length_classifier":
+        classifier = getattr(getattr(model, "decoder", None), "length", None)
+        if classifier is None or not hasattr(classifier, "predict"):
+            raise ValueError(f"{spec.name}: length_control='length_classifier' but model.decoder.length has no "
+                             "predict")
+        existing = classifier.predict
+        return existing if isinstance(existing, ClassifiedLength) else ClassifiedLength(classifier)
     raise ValueError(f"{spec.name}: unknown length_control {control!r}")
 
 
