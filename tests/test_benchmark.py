@@ -80,6 +80,11 @@ def test_rounds_interleave_forward_and_reverse():
 def test_spread_ids_and_pareto_front():
     assert speed.spread_ids(100, 5) == [0, 25, 50, 74, 99]
     assert speed.spread_ids(3, 10) == [0, 1, 2]
+    batches = [f"b{i}" for i in range(9)]
+    assert speed.spread_batches(batches, 3) == ["b0", "b4", "b8"]
+    assert speed.spread_batches(batches, None) == batches and speed.spread_batches(batches, 20) == batches
+    with pytest.raises(ValueError):
+        speed.spread_batches(batches, 0)
     # (latency, quality): C is beaten by A on both axes; D ties A's latency with lower quality
     points = [(10, 20), (5, 10), (12, 15), (10, 18), (30, 25)]
     assert report.pareto_front(points) == [1, 0, 4]
@@ -98,7 +103,7 @@ def tiny_bench(tmp_path_factory):
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "benchmark.py"), "--out-dir", str(out), "--size", "tiny",
            "--num-sentences", "20", "--synthetic-lengths", "3:9", "--vocab-size", "400", "--latency-sentences", "4",
            "--repeats", "2", "--batch-size", "8", "--max-tokens", "128", "--profile-sentences", "2",
-           "--matmul-size", "128", "--threads", "1"]
+           "--matmul-size", "128", "--threads", "1", "--throughput-batches", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
                           env=dict(os.environ, PYTHONWARNINGS="ignore"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -123,7 +128,8 @@ def test_benchmark_reports_every_system_with_consistent_fields(tiny_bench):
         assert len(rounds) == 2 and all(x > 0 for x in rounds)
         assert float(r["b1_ms_min"]) <= float(r["b1_ms"]) <= float(r["b1_ms_max"])
         assert int(r["b1_sentences"]) == 4
-        assert int(r["bs_sentences"]) == 20 and int(r["bs_batches"]) >= 3  # batch 8: no sentence dropped
+        # batch 8 gives 3 batches (no sentence dropped); --throughput-batches 2 times the first and the last
+        assert int(r["bs_batches"]) == 2 and 8 < int(r["bs_sentences"]) < 20
         assert float(r["bs_sps"]) > 0 and float(r["tok_sps"]) > 0
         for key in ("b1_ratio", "bs_ratio", "tok_ratio", "b1_gflop", "bs_gflop", "b1_gflops_pct"):
             assert float(r[key]) > 0, (name, key)
@@ -166,6 +172,7 @@ def test_benchmark_writes_table_ratios_and_plot(tiny_bench):
     for name in SYSTEMS:
         assert f"| {name} |" in text
     assert "torch threads 1" in text and "matmul peak:" in text
+    assert "throughput over 2 batches per setting" in text
     ratio_lines = [line for line in text.splitlines() if "batch-1 latency ratio" in line]
     assert len(ratio_lines) == 4 * 2  # every NAR system against both AR decodings
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

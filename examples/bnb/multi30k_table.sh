@@ -8,8 +8,8 @@
 # Usage: examples/bnb/multi30k_table.sh DATA_DIR WORK_DIR MINUTES
 #   Each system is one examples/bnb/multi30k.sh call (its settings apply: CHECKPOINT, ARCH, LR, ...); the teacher is
 #   trained for MINUTES too (TEACHER_MINUTES). Resumable: finished systems are reused.
-#   Output: WORK_DIR/report/{report.md,results.csv,plot.png}; BENCH_REPEATS (2) and LATENCY_SENTENCES (32) set the
-#   timing protocol.
+#   Output: WORK_DIR/report/{report.md,results.csv,plot.png}; BENCH_REPEATS (2), LATENCY_SENTENCES (32) and
+#   THROUGHPUT_BATCHES (4 batches of each throughput setting are timed; empty: all) set the timing protocol.
 set -euo pipefail
 DATA=${1:?usage: multi30k_table.sh DATA_DIR WORK_DIR MINUTES}
 WORK=${2:?usage: multi30k_table.sh DATA_DIR WORK_DIR MINUTES}
@@ -20,7 +20,7 @@ PYTHON=${PYTHON:-python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 export TEACHER_MINUTES=${TEACHER_MINUTES:-$MINUTES}
-UPSAMPLE=${UPSAMPLE:-3}; LENGTH_BEAM=${LENGTH_BEAM:-3}
+UPSAMPLE=${UPSAMPLE:-3}; LENGTH_BEAM=${LENGTH_BEAM:-3}; THROUGHPUT_BATCHES=${THROUGHPUT_BATCHES-4}
 T0=$(date +%s)
 
 CHECKPOINTS=()
@@ -42,6 +42,7 @@ echo "######## benchmark (full mode): quality and speed of every system, AR teac
 "$PYTHON" "$ROOT/scripts/benchmark.py" --mode full --out-dir "$WORK/report" --data "$WORK/bin" \
   --reference "$DATA/test_2016_flickr.de" --threads "$OMP_NUM_THREADS" \
   --repeats "${BENCH_REPEATS:-2}" --latency-sentences "${LATENCY_SENTENCES:-32}" \
+  ${THROUGHPUT_BATCHES:+--throughput-batches "$THROUGHPUT_BATCHES"} \
   --fairseq-args "--bpe pretrained_tokenizer --pretrained-tokenizer $WORK/pretrained" \
   --checkpoint "transformer=$WORK/ckpt/teacher/checkpoint_last.pt" "${CHECKPOINTS[@]}" \
   --model-args "bnb=--upsample-ratio $UPSAMPLE --ctc-blank-symbol [PAD]"

@@ -7,14 +7,16 @@
 #   BENCH_WORK_DIR  the work directory of `make bench` (examples/multi30k/bench.sh): its bin/ and spm/ data, its
 #                   AR transformer (ckpt/transformer) and its DEER model trained with --prune (ckpt/deer)
 #   OUT_DIR         default BENCH_WORK_DIR/deer-sizes (exports in OUT_DIR/export, report in OUT_DIR/report)
-# Settings: SIZES (default '0.75 0.5 0.25'), BENCH_REPEATS (2), LATENCY_SENTENCES (32), DATA (raw Multi30k folder
-# for the reference, default ../shared/data/multi30k-en-de).
+# Settings: SIZES (default '0.75 0.5 0.25'), BENCH_REPEATS (2), LATENCY_SENTENCES (32), THROUGHPUT_BATCHES (4
+# batches of each throughput setting are timed; empty: all), DATA (raw Multi30k folder for the reference, default
+# ../shared/data/multi30k-en-de).
 set -euo pipefail
 WORK=${1:?usage: multi30k_sizes.sh BENCH_WORK_DIR [OUT_DIR]}
 OUT=${2:-$WORK/deer-sizes}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PYTHON=${PYTHON:-python}
 SIZES=${SIZES:-0.75 0.5 0.25}
+THROUGHPUT_BATCHES=${THROUGHPUT_BATCHES-4}
 DATA=${DATA:-$ROOT/../shared/data/multi30k-en-de}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
@@ -34,6 +36,7 @@ for size in $SIZES; do
 done
 "$PYTHON" "$ROOT/scripts/benchmark.py" --mode full --out-dir "$OUT/report" --data "$WORK/bin" \
   --reference "$DATA/test_2016_flickr.de" --threads "$OMP_NUM_THREADS" \
-  --repeats "${BENCH_REPEATS:-2}" --latency-sentences "${LATENCY_SENTENCES:-32}" --no-profile \
+  --repeats "${BENCH_REPEATS:-2}" --latency-sentences "${LATENCY_SENTENCES:-32}" \
+  ${THROUGHPUT_BATCHES:+--throughput-batches "$THROUGHPUT_BATCHES"} --no-profile \
   --fairseq-args "--bpe sentencepiece --sentencepiece-model $WORK/spm/spm.model" "${CHECKPOINTS[@]}"
 echo "== report: $OUT/report/report.md"

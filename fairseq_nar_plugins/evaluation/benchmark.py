@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=64, help="throughput setting 1: --batch-size (default 64)")
     g.add_argument("--max-tokens", type=int, default=4096,
                    help="throughput setting 2: fairseq --max-tokens (default 4096)")
+    g.add_argument("--throughput-batches", type=int, metavar="N",
+                   help="time the two throughput settings on N of their batches, spread evenly over the "
+                        "length-sorted batches (default: all; full mode still decodes every sentence once for "
+                        "quality)")
     g.add_argument("--no-flops", action="store_true",
                    help="skip FLOP counting (FlopCounterMode, run once, untimed, at batch 1 and at --batch-size)")
     g.add_argument("--no-profile", action="store_true", help="skip the torch.profiler breakdown of batch-1 decoding")
@@ -365,7 +369,8 @@ def main(argv=None):
         results = speed.run_speed(
             systems, settings, args.gen_subset, latency_ids, args.repeats, args.warmup_batches, force,
             log=logger.info, flop_settings=[] if args.no_flops else [settings[0].name, settings[1].name],
-            after_round=lambda r: peaks.append(speed.matmul_peak(args.matmul_size, device=args.device)))
+            after_round=lambda r: peaks.append(speed.matmul_peak(args.matmul_size, device=args.device)),
+            throughput_batches=args.throughput_batches)
         peak = {"n": args.matmul_size, "measurements": len(peaks),
                 "best_gflops": max(p["best_gflops"] for p in peaks),
                 "median_gflops": statistics.median(p["median_gflops"] for p in peaks)}
@@ -395,7 +400,9 @@ def main(argv=None):
         f"- matmul peak: {peak['best_gflops']:.1f} GFLOP/s best, {peak['median_gflops']:.1f} median "
         f"({peak['n']}x{peak['n']} fp32 torch.matmul, same threads; 10 runs before the rounds and after each round, "
         f"{peak['measurements']} sets); '% peak' is against the best",
-        f"- data: {data_desc}; {n_sent} sentences; batch-1 latency over {len(latency_ids)} of them",
+        f"- data: {data_desc}; {n_sent} sentences; batch-1 latency over {len(latency_ids)} of them; throughput "
+        + (f"over {args.throughput_batches} batches per setting, spread over the length-sorted batches"
+           if args.throughput_batches else "over all of them"),
         f"- models: size {size_desc}; baseline for ratios: {baseline}",
         "- output lengths: " + ("forced equal, per sentence, at every batch size: each sentence's reference length in "
                                 "dictionary tokens (AR: the search allows </s> exactly there; NAR: the length "

@@ -192,11 +192,14 @@ class PairResult:
 
 def run_speed(systems: Sequence[System], settings: Sequence[Setting], split: str, latency_ids: Sequence[int],
               repeats: int, warmup_batches: int, force_length: bool, flop_settings: Sequence[str] = (), log=print,
-              after_round: Optional[Callable[[int], None]] = None) -> Dict[tuple, PairResult]:
+              after_round: Optional[Callable[[int], None]] = None,
+              throughput_batches: Optional[int] = None) -> Dict[tuple, PairResult]:
     """Time every (system, setting) pair ``repeats`` times, interleaved; returns ``{(system name, setting name):
     PairResult}``. ``latency_ids``: the sentences decoded one at a time by latency settings. FLOPs per sentence are
     counted (untimed, once) for the settings named in ``flop_settings``. ``after_round(r)`` runs after each round
-    (the benchmark re-measures the matmul peak there, so that the peak is sampled across the run as well)."""
+    (the benchmark re-measures the matmul peak there, so that the peak is sampled across the run as well).
+    ``throughput_batches``: time the throughput settings on that many of their batches, spread evenly over the
+    length-sorted batch list (default: every batch)."""
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     pairs, batches = [], {}
@@ -206,7 +209,8 @@ def run_speed(systems: Sequence[System], settings: Sequence[Setting], split: str
             if setting.latency:
                 batches[key] = system.batches_by_ids(split, latency_ids)
             else:
-                batches[key] = system.batches(split, setting.max_tokens, setting.max_sentences)
+                batches[key] = spread_batches(system.batches(split, setting.max_tokens, setting.max_sentences),
+                                              throughput_batches)
             pairs.append((system, setting))
     results = {}
     for system, setting in pairs:
@@ -247,6 +251,16 @@ def paired_ratio(results: Dict[tuple, PairResult], system: str, baseline: str, s
     else:
         ratios = [x / y for x, y in zip(a.ms_per_sentence(), b.ms_per_sentence())]
     return statistics.median(ratios)
+
+
+def spread_batches(batches: List, k: Optional[int]) -> List:
+    """``k`` of ``batches`` spread evenly over the list (fairseq's iterator sorts them by length, so the subset keeps
+    short and long sentences); all of them when ``k`` is None or not smaller."""
+    if k is None or k >= len(batches):
+        return batches
+    if k < 1:
+        raise ValueError(f"throughput batches must be >= 1, got {k}")
+    return [batches[i] for i in spread_ids(len(batches), k)]
 
 
 def spread_ids(n_sentences: int, k: int) -> List[int]:
