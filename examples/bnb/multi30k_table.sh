@@ -9,7 +9,8 @@
 #   Each system is one examples/bnb/multi30k.sh call (its settings apply: CHECKPOINT, ARCH, LR, ...); the teacher is
 #   trained for MINUTES too (TEACHER_MINUTES). Resumable: finished systems are reused.
 #   Output: WORK_DIR/report/{report.md,results.csv,plot.png}; BENCH_REPEATS (2), LATENCY_SENTENCES (32) and
-#   THROUGHPUT_BATCHES (4 batches of each throughput setting are timed; empty: all) set the timing protocol.
+#   THROUGHPUT_BATCHES (4 batches of each throughput setting are timed; empty: all) set the timing protocol; with
+#   README=path/README.md its <!-- bnb-table:begin/end --> section receives the table.
 set -euo pipefail
 DATA=${1:?usage: multi30k_table.sh DATA_DIR WORK_DIR MINUTES}
 WORK=${2:?usage: multi30k_table.sh DATA_DIR WORK_DIR MINUTES}
@@ -46,4 +47,9 @@ echo "######## benchmark (full mode): quality and speed of every system, AR teac
   --fairseq-args "--bpe pretrained_tokenizer --pretrained-tokenizer $WORK/pretrained" \
   --checkpoint "transformer=$WORK/ckpt/teacher/checkpoint_last.pt" "${CHECKPOINTS[@]}" \
   --model-args "bnb=--upsample-ratio $UPSAMPLE --ctc-blank-symbol [PAD]"
+if [ -n "${README:-}" ]; then
+  "$PYTHON" "$ROOT/scripts/update_readme_results.py" --readme "$README" --report "$WORK/report/report.md" \
+    --section bnb-table --drop-sections "NAR / AR ratios" "Batch-1 profile" \
+    --note "examples/bnb/multi30k_table.sh $DATA $WORK $MINUTES: $MINUTES minutes of training per system, $OMP_NUM_THREADS thread(s)"
+fi
 echo "######## done in $(( $(date +%s) - T0 )) s; table in $WORK/report/report.md"

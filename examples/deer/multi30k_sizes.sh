@@ -9,7 +9,7 @@
 #   OUT_DIR         default BENCH_WORK_DIR/deer-sizes (exports in OUT_DIR/export, report in OUT_DIR/report)
 # Settings: SIZES (default '0.75 0.5 0.25'), BENCH_REPEATS (2), LATENCY_SENTENCES (32), THROUGHPUT_BATCHES (4
 # batches of each throughput setting are timed; empty: all), DATA (raw Multi30k folder for the reference, default
-# ../shared/data/multi30k-en-de).
+# ../shared/data/multi30k-en-de), README (a README.md whose <!-- deer-table:begin/end --> section receives the table).
 set -euo pipefail
 WORK=${1:?usage: multi30k_sizes.sh BENCH_WORK_DIR [OUT_DIR]}
 OUT=${2:-$WORK/deer-sizes}
@@ -39,4 +39,9 @@ done
   --repeats "${BENCH_REPEATS:-2}" --latency-sentences "${LATENCY_SENTENCES:-32}" \
   ${THROUGHPUT_BATCHES:+--throughput-batches "$THROUGHPUT_BATCHES"} --no-profile \
   --fairseq-args "--bpe sentencepiece --sentencepiece-model $WORK/spm/spm.model" "${CHECKPOINTS[@]}"
+if [ -n "${README:-}" ]; then
+  "$PYTHON" "$ROOT/scripts/update_readme_results.py" --readme "$README" --report "$OUT/report/report.md" \
+    --section deer-table --drop-sections "NAR / AR ratios" "Batch-1 profile" \
+    --note "examples/deer/multi30k_sizes.sh $WORK (sizes $SIZES), $OMP_NUM_THREADS thread(s)"
+fi
 echo "== report: $OUT/report/report.md"
