@@ -166,46 +166,19 @@ class ARLength(LengthForcer):
         self.search.lengths = lengths
 
 
-class PredictedLength(LengthForcer):
-    """Runs the decoder's own ``forward_length_prediction`` (so its cost stays in the timing), then replaces its
-    answer by the forced lengths (``+ 2`` for ``<s>`` and ``</s>``, as fairseq's NAT models count)."""
+class _ReplacedLength(LengthForcer):
+    """Installs itself in place of ``owner.method`` (a length predictor), which still runs (so its cost stays in the
+    timing); :meth:`replace` then swaps its answer for the forced lengths ``+ 2`` (``<s>`` and ``</s>``, as
+    fairseq's NAT models count)."""
 
-    description = "forced per sentence: length prediction overridden"
     forces = True
 
-    def __init__(self, decoder):
-        self.decoder = decoder
-        self.original = decoder.forward_length_prediction
+    def __init__(self, owner, method: str):
+        self.original = getattr(owner, method)
         self.lengths = None
-        decoder.forward_length_prediction = self
+        setattr(owner, method, self)
 
-    def __call__(self, length_out, encoder_out, tgt_tokens=None):
-        predicted = self.original(length_out, encoder_out, tgt_tokens)
-        if self.lengths is None or tgt_tokens is not None:
-            return predicted
-        if self.lengths.shape != predicted.shape:
-            raise ValueError(f"forced lengths {tuple(self.lengths.shape)} for a batch of {tuple(predicted.shape)}")
-        return (self.lengths + 2).to(device=predicted.device, dtype=predicted.dtype)
-
-    def set(self, lengths):
-        self.lengths = lengths
-
-
-class ClassifiedLength(LengthForcer):
-    """For models with a :class:`~fairseq_nar_plugins.modules.length_predictor.LengthClassifier` at
-    ``model.decoder.length`` (BnB with ``--length-mode lc``): runs its ``predict`` (so its cost stays in the timing),
-    then replaces the answer by the forced lengths ``+ 2`` (``<s>`` and ``</s>``)."""
-
-    description = "forced per sentence: length classification overridden"
-    forces = True
-
-    def __init__(self, classifier):
-        self.original = classifier.predict
-        self.lengths = None
-        classifier.predict = self
-
-    def __call__(self, logits, src_lengths, *args, **kwargs):
-        predicted = self.original(logits, src_lengths, *args, **kwargs)
+    def replace(self, predicted):
         if self.lengths is None:
             return predicted
         if self.lengths.shape != predicted.shape:
@@ -214,6 +187,33 @@ class ClassifiedLength(LengthForcer):
 
     def set(self, lengths):
         self.lengths = lengths
+
+
+class PredictedLength(_ReplacedLength):
+    """A fairseq NAT decoder's ``forward_length_prediction``, overridden at generation (not when it is given
+    the gold target)."""
+
+    description = "forced per sentence: length prediction overridden"
+
+    def __init__(self, decoder):
+        super().__init__(decoder, "forward_length_prediction")
+
+    def __call__(self, length_out, encoder_out, tgt_tokens=None):
+        predicted = self.original(length_out, encoder_out, tgt_tokens)
+        return predicted if tgt_tokens is not None else self.replace(predicted)
+
+
+class ClassifiedLength(_ReplacedLength):
+    """The ``predict`` of a :class:`~fairseq_nar_plugins.modules.length_predictor.LengthClassifier` at
+    ``model.decoder.length`` (BnB with ``--length-mode lc``), overridden."""
+
+    description = "forced per sentence: length classification overridden"
+
+    def __init__(self, classifier):
+        super().__init__(classifier, "predict")
+
+    def __call__(self, *args, **kwargs):
+        return self.replace(self.original(*args, **kwargs))
 
 
 def make_length_forcer(spec: ModelSpec, model, generator) -> LengthForcer:
