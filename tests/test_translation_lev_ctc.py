@@ -45,7 +45,7 @@ class _Cfg:
     """Just the config fields TranslationLevCTCTask reads, for an in-memory task."""
     def __init__(self, **kw):
         self.__dict__.update(dict(upsample_ratio=2.0, ctc_blank_symbol="<ctc_blank>", train_subset="train",
-                                  noise="no_noise"), **kw)
+                                  noise="no_noise", max_unalignable_fraction=0.5, data="DATA"), **kw)
 
 
 def make_task(**kw):
@@ -85,6 +85,24 @@ def test_policy_skip_in_training_keep_in_evaluation(split, expect_kept, caplog, 
     assert ("skipped in training" in reports[0]) == (split == "train")
     kept = task.filter_indices_by_size(np.arange(5), ds, max_positions=None)
     assert kept.tolist() == expect_kept
+
+
+def test_mostly_unalignable_training_data_is_refused_unless_allowed(monkeypatch):
+    task, d = make_task()
+    ds = pair_dataset(d, PAIRS[2:4] + PAIRS[:1])  # 2 of 3 unalignable
+
+    def fake_parent_load(self, split, epoch=1, combine=False, **kwargs):
+        self.datasets[split] = ds
+
+    monkeypatch.setattr(
+        "fairseq.tasks.translation_lev.TranslationLevenshteinTask.load_dataset", fake_parent_load
+    )
+    with pytest.raises(ValueError, match=r"2 of 3 training pairs \(67%\).*--max-unalignable-fraction"):
+        task.load_dataset("train")
+    task.load_dataset("valid")  # evaluation splits keep every pair and are never refused
+    task.cfg.max_unalignable_fraction = 1.0
+    task.load_dataset("train")
+    assert task.filter_indices_by_size(np.arange(3), ds, max_positions=None).tolist() == [2]
 
 
 def test_nonpositive_ratio_is_refused(tmp_path):

@@ -34,6 +34,14 @@ class TranslationLevCTCConfig(TranslationLevenshteinConfig):
             "Pairs whose target needs more frames are skipped in training and kept (and counted) elsewhere."
         },
     )
+    max_unalignable_fraction: float = field(
+        default=0.5,
+        metadata={
+            "help": "refuse to train when more than this fraction of the training pairs cannot be CTC-aligned "
+            "(usually a too small --upsample-ratio, or distilled targets full of a weak teacher's repetitions); "
+            "1.0 trains on what is left"
+        },
+    )
     ctc_blank_symbol: str = field(
         default=DEFAULT_BLANK_SYMBOL,
         metadata={
@@ -114,6 +122,14 @@ class TranslationLevCTCTask(TranslationLevenshteinTask):
         else:
             logger.info(f"[{split}] all {len(mask):,} pairs can be CTC-aligned at --upsample-ratio "
                         f"{self.cfg.upsample_ratio:g}")
+        if training and n_bad > self.cfg.max_unalignable_fraction * len(mask):
+            raise ValueError(
+                f"[{split}] {n_bad:,} of {len(mask):,} training pairs ({n_bad / len(mask):.0%}) in {self.cfg.data} "
+                f"cannot be CTC-aligned at --upsample-ratio {self.cfg.upsample_ratio:g}, more than "
+                f"--max-unalignable-fraction {self.cfg.max_unalignable_fraction:g}: raise --upsample-ratio, check "
+                "the targets (distilled data from an undertrained teacher repeats tokens up to its length cap), or "
+                "pass --max-unalignable-fraction 1.0 to train on the rest"
+            )
         dataset.ctc_unalignable = mask if training else None
 
     def filter_indices_by_size(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
