@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time the two throughput settings on N of their batches, spread evenly over the "
                         "length-sorted batches (default: all; full mode still decodes every sentence once for "
                         "quality)")
+    g.add_argument("--no-quality", action="store_true",
+                   help="full mode: time the checkpoints but skip the untimed decoding of the whole split for "
+                        "sacreBLEU (when the scores are known from fairseq-generate runs)")
     g.add_argument("--no-flops", action="store_true",
                    help="skip FLOP counting (FlopCounterMode, run once, untimed, at batch 1 and at --batch-size)")
     g.add_argument("--no-profile", action="store_true", help="skip the torch.profiler breakdown of batch-1 decoding")
@@ -382,7 +385,8 @@ def main(argv=None):
                 profiles[system.name] = profiling.profile_decode(
                     system, system.batches_by_ids(args.gen_subset, prof_ids), force)
             logger.info(f"profiles done in {time.perf_counter() - t_prof:.1f} s")
-        qualities = quality(args, systems, args.out_dir, settings) if args.mode == "full" else {}
+        scored = args.mode == "full" and not args.no_quality
+        qualities = quality(args, systems, args.out_dir, settings) if scored else {}
     load_end = tuple(round(x, 2) for x in os.getloadavg()) if hasattr(os, "getloadavg") else None
 
     rows = assemble_rows(systems, results, settings, baseline, peak["best_gflops"], profiles, qualities, force)
@@ -418,13 +422,13 @@ def main(argv=None):
         "outside share)",
         "",
     ]
-    quality_label = "sacreBLEU" if args.mode == "full" else "quality"
+    quality_label = "sacreBLEU" if scored else "quality"
     table = report.markdown_table(rows, settings[1].name.replace(" ", " "), settings[2].name, quality_label)
     profile_lines = [f"- {r['system']}: {profiles[r['system']].summary()}; top ops (self time/calls): "
                      f"{r['profile_top_ops']}" for r in rows if r["system"] in profiles]
     text = "\n".join(header + [table, "", "## NAR / AR ratios", "", "```", *ratios, "```", "",
                                "## Batch-1 profile", "", *profile_lines, ""])
-    if args.mode == "full":
+    if scored:
         text += "\n## Quality\n\n" + "\n".join(f"- {r['system']}: sacreBLEU {r['quality_detail']}" for r in rows) + "\n"
     with open(os.path.join(args.out_dir, "report.md"), "w", encoding="utf-8") as f:
         f.write(text)
@@ -435,7 +439,7 @@ def main(argv=None):
     if not args.no_plot:
         labels = [r["system"] for r in rows]
         xs = [r["b1_ms"] for r in rows]
-        if args.mode == "full":
+        if scored:
             ys, ylabel = [r["quality"] for r in rows], f"sacreBLEU ({args.gen_subset})"
             title = "quality against batch-1 latency (Pareto front: faster and better)"
         else:
