@@ -9,6 +9,7 @@ from fairseq_nar_plugins.modules.ctc_utils import (
     add_bos_eos,
     ctc_greedy_collapse,
     ctc_loss,
+    ctc_objective,
     ctc_required_frames,
     num_frames,
     strip_bos_eos,
@@ -85,6 +86,54 @@ def test_label_smoothing_is_mean_negative_log_prob_over_real_frames():
     loss, nll, _ = ctc_loss(lprobs, frame_pad, tgt, torch.zeros_like(tgt, dtype=bool), BLANK, label_smoothing=eps)
     smooth = -lprobs[0, :3].mean()
     assert loss.item() == pytest.approx((1 - eps) * nll.item() + eps * smooth.item(), rel=1e-6)
+
+
+def _objective_batch():
+    """Two sentences with padding frames and an unalignable third: lprobs (3, 5, 4) float64, masks, targets."""
+    torch.manual_seed(3)
+    lprobs = torch.randn(3, 5, 4, dtype=torch.float64).log_softmax(-1)
+    frame_pad = torch.tensor([[0, 0, 0, 0, 0], [0, 0, 0, 1, 1], [0, 0, 1, 1, 1]], dtype=bool)
+    targets = torch.tensor([[1, 2, 2], [3, 1, 9], [2, 2, 9]])  # row 2: [2, 2] needs 3 frames, has 2
+    tgt_pad = torch.tensor([[0, 0, 0], [0, 0, 1], [0, 0, 1]], dtype=bool)
+    return lprobs, frame_pad, targets, tgt_pad
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_ctc_objective_per_target_length_against_brute_force(eps):
+    """target_length: mean over sentences of ((1 - eps) nll_b + eps mean_{real frames, v}(-log p)) / L_b; the
+    unalignable sentence adds 0 (but counts in the mean over sentences, as in nat_loss)."""
+    lprobs, frame_pad, targets, tgt_pad = _objective_batch()
+    loss, nll, inf = ctc_objective(lprobs, frame_pad, targets, tgt_pad, BLANK, eps, "target_length")
+    assert inf.tolist() == [False, False, True]
+    per_sentence, nlls = [], []
+    for b, (target, frames) in enumerate((([1, 2, 2], 5), ([3, 1], 3))):
+        n = brute_force_nll(lprobs[b, :frames], target)
+        uniform = -sum(lprobs[b, t, v].item() for t in range(frames) for v in range(4)) / (frames * 4)
+        per_sentence.append(((1 - eps) * n + eps * uniform) / len(target))
+        nlls.append(n / len(target))
+    assert loss.item() == pytest.approx(sum(per_sentence) / 3, rel=1e-6)
+    assert nll.item() == pytest.approx(sum(nlls) / 3, rel=1e-6)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_ctc_objective_per_frame_against_brute_force(eps):
+    """frames (the DEER authors' form): (1 - eps) sum_b nll_b / sum_b F_b + eps mean over every real frame and
+    symbol of -log p; the unalignable sentence is left out, its frames too."""
+    lprobs, frame_pad, targets, tgt_pad = _objective_batch()
+    loss, nll, _ = ctc_objective(lprobs, frame_pad, targets, tgt_pad, BLANK, eps, "frames")
+    cases = (([1, 2, 2], 5), ([3, 1], 3))
+    total_frames = sum(f for _, f in cases)
+    nll_sum = sum(brute_force_nll(lprobs[b, :f], t) for b, (t, f) in enumerate(cases))
+    log_p = [lprobs[b, t, v].item() for b, (_, f) in enumerate(cases) for t in range(f) for v in range(4)]
+    expected = (1 - eps) * nll_sum / total_frames - eps * sum(log_p) / len(log_p)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert nll.item() == pytest.approx(nll_sum / total_frames, rel=1e-6)
+
+
+def test_ctc_objective_refuses_an_unknown_normalisation():
+    lprobs, frame_pad, targets, tgt_pad = _objective_batch()
+    with pytest.raises(ValueError, match="--ctc-normalization"):
+        ctc_objective(lprobs, frame_pad, targets, tgt_pad, BLANK, 0.1, "tokens")
 
 
 def _one_hot_lprobs(paths, V=5):

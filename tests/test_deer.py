@@ -27,12 +27,14 @@ class _Task:
         self.cfg = Namespace(noise=noise)
 
 
-def tiny_deer(seed=0, task_noise="random_delete", **flags):
+def tiny_deer(seed=0, task_noise="random_delete", blank_is_pad=False, **flags):
+    """A deer_tiny over w0..w19; ``blank_is_pad``: the CTC blank is <pad> (BERT vocabularies' [PAD]), else a
+    separate <ctc_blank>."""
     torch.manual_seed(seed)
     d = Dictionary()
     for i in range(N_WORDS):
         d.add_symbol(f"w{i}")
-    blank = d.add_symbol("<ctc_blank>")
+    blank = d.pad() if blank_is_pad else d.add_symbol("<ctc_blank>")
     args = Namespace(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, **flags)
     deer_tiny(args)
     model = DEERModel.build_model(args, _Task(d, blank, task_noise))
@@ -129,6 +131,102 @@ def test_training_forward_returns_all_objective_terms():
     loss = sum(t["out"].float().logsumexp(-1).mean() for k, t in terms.items() if "out" in t)
     (loss + terms["prune_reg"]["loss"]).backward()
     assert model.editor_heads.embed_mask_ins.grad is not None
+
+
+def _nat_term(out, tgt, mask, ls):
+    """fairseq nat_loss's definition of a classification term: mean over the masked positions of
+    (1 - ls) x NLL - ls x mean_v log p."""
+    lprobs = torch.log_softmax(out[mask].double(), -1)
+    nll = -lprobs.gather(1, tgt[mask][:, None]).mean()
+    return (1 - ls) * nll - ls * lprobs.mean()
+
+
+def _ctc_term(term, pad, eps, normalization):
+    """The CTC term from torch's per-sentence CTC loss and the two normalisations' definitions."""
+    lprobs = torch.log_softmax(term["out"].double(), -1)
+    real = term["out_mask"]
+    tgt = term["tgt"]
+    frames, lengths = real.sum(1), tgt.ne(pad).sum(1)
+    nll = torch.nn.functional.ctc_loss(lprobs.transpose(0, 1), tgt, frames, lengths, blank=term["blank"],
+                                       reduction="none")
+    uniform = torch.stack([-lprobs[b, real[b]].mean(-1).sum() for b in range(len(tgt))])  # sum over frames
+    if normalization == "target_length":
+        return (((1 - eps) * nll + eps * uniform / frames) / lengths).mean()
+    return ((1 - eps) * nll.sum() + eps * uniform.sum()) / frames.sum()
+
+
+@pytest.mark.parametrize("normalization,all_terms", [("target_length", False), ("frames", True)])
+def test_ctc_criterion_weighs_and_normalises_each_deer_term(normalization, all_terms):
+    """The real ``ctc`` criterion on DEER's terms: the total is CTC (in --ctc-normalization's form, smoothed by
+    --label-smoothing) + mask_ins (ls 0.01) + word_ins (--label-smoothing) + word_del (no smoothing unless
+    --label-smoothing-all-terms) + the roll-in terms + --prune-lambda x mean sigmoid(scores); each logged term is
+    its value before its weight."""
+    from fairseq_nar_plugins.criterions.ctc import CTCCriterion
+
+    eps, lam = 0.1, 10.0
+    model, d = tiny_deer(prune=True, prune_lambda=lam, label_smoothing=eps, glancing_ratio="0")
+    model.train()
+    # an update at size 1.0, where the scores enter the objective through the regulariser only
+    model.set_num_updates(next(n for n in range(100) if model.pruning.sample_size(n, seed=1) == 1.0))
+    src = rows(d, [[1, 2, 3], [4, 5, 6, 7]], left_pad=True)
+    tgt = rows(d, [[8, 9, 10, 11], [12, 13, 14, 15, 16]])
+    prev = rows(d, [[9, 11], [13]])
+    terms = model(src, None, prev, tgt)
+    assert model.pruning.size == 1.0
+    assert set(terms) == {"ctc", "mask_ins", "word_ins", "word_del", "word_del_ctc", "mask_ins_ctc", "prune_reg"}
+    crit = CTCCriterion(_Task(d, model.blank), eps, ctc_normalization=normalization,
+                        label_smoothing_all_terms=all_terms)
+    sample = {"nsentences": 2, "ntokens": 9, "target": tgt, "prev_target": prev,
+              "net_input": {"src_tokens": src, "src_lengths": src.ne(d.pad()).sum(1)}}
+    loss, sample_size, log = crit(lambda *args: terms, sample)
+    del_ls = eps if all_terms else 0.0
+    expected = {
+        "ctc": _ctc_term(terms["ctc"], d.pad(), eps, normalization),
+        "mask_ins": _nat_term(terms["mask_ins"]["out"], terms["mask_ins"]["tgt"], terms["mask_ins"]["mask"], 0.01),
+        "word_ins": _nat_term(terms["word_ins"]["out"], terms["word_ins"]["tgt"], terms["word_ins"]["mask"], eps),
+        "word_del": _nat_term(terms["word_del"]["out"], terms["word_del"]["tgt"], terms["word_del"]["mask"],
+                              del_ls),
+        "word_del_ctc": _nat_term(terms["word_del_ctc"]["out"], terms["word_del_ctc"]["tgt"],
+                                  terms["word_del_ctc"]["mask"], del_ls),
+        "mask_ins_ctc": _nat_term(terms["mask_ins_ctc"]["out"], terms["mask_ins_ctc"]["tgt"],
+                                  terms["mask_ins_ctc"]["mask"], 0.01),
+        "prune_reg": terms["prune_reg"]["loss"].double(),
+    }
+    for name, value in expected.items():
+        assert log[f"{name}-loss"] == pytest.approx(value.item(), rel=1e-5), name
+    weights = {name: (lam if name == "prune_reg" else 1.0) for name in expected}
+    assert sample_size == 1
+    assert loss.item() == pytest.approx(sum(weights[n] * v.item() for n, v in expected.items()), rel=1e-5)
+    # the regulariser's weight reaches the gradient: d loss / d scores = lambda x d mean(sigmoid(S)) / d scores
+    loss.backward()
+    scores = list(model.pruning.scores.values())
+    reg_grad = torch.autograd.grad(lam * model.pruning.regularization(), scores)
+    for s, g in zip(scores, reg_grad):
+        assert torch.allclose(s.grad, g, rtol=1e-5, atol=0)
+
+
+def test_deletion_labels_with_blank_equal_to_pad():
+    """BERT vocabularies reuse [PAD] as the CTC blank, and the insertion classifier (the LM head shared with CTC)
+    prefers the blank. Its training argmax must exclude what decoding never inserts: otherwise pad ids land inside
+    the deletion rows, fairseq's _get_del_targets drops them and shifts every later label, and the mask hides them."""
+    model, d = tiny_deer(blank_is_pad=True)
+    assert model.blank == d.pad()
+    w19 = d.index("w19")  # in no reference below: wherever it is predicted, the oracle deletes it
+    with torch.no_grad():
+        model.lm_head.bias[d.pad()] = 100.0  # blank = pad wins everywhere, then bos/eos/placeholder, then w19
+        for forbidden in (d.bos(), d.eos(), model.placeholder):
+            model.lm_head.bias[forbidden] = 90.0
+        model.lm_head.bias[w19] = 50.0
+    model.train()
+    src = rows(d, [[1, 2, 3], [4, 5, 6, 7]], left_pad=True)
+    tgt = rows(d, [[8, 9, 10, 11], [12, 13, 14, 15, 16]])
+    prev = rows(d, [[9, 11], [13]])  # 2 and 4 deleted tokens
+    terms = model(src, None, prev, tgt)
+    placeholders = terms["word_ins"]["mask"]
+    assert placeholders.sum().item() == 6
+    # the deletion rows are the references with w19 at the placeholders: no holes, one label per position
+    assert torch.equal(terms["word_del"]["mask"], tgt.ne(d.pad()))
+    assert torch.equal(terms["word_del"]["tgt"].bool(), placeholders)
 
 
 def test_ctc_roll_in_targets_are_the_edits_from_the_ctc_output_to_the_reference():

@@ -12,12 +12,19 @@ A model's ``forward`` returns named loss terms, as for ``nat_loss``. A term carr
 Every other term (length classification, Levenshtein placeholder/insertion/deletion, custom ``"loss"`` terms) goes
 through ``nat_loss`` unchanged, so models can mix CTC with fairseq's NAT objectives.
 
-Normalisation follows ``nat_loss``: each term is a per-token mean (the CTC negative log-likelihood of a sentence is
-divided by its target length, then averaged over sentences) and ``sample_size`` is 1. Sentences whose target cannot be
+Normalisation (``--ctc-normalization``): ``target_length`` (default) follows ``nat_loss``: each term is a per-token
+mean (the CTC negative log-likelihood of a sentence is divided by its target length, then averaged over sentences);
+``frames`` is the DEER authors' form (likelihood per frame of the batch, label smoothing as the mean ``-log p`` over
+real frames); see :func:`..modules.ctc_utils.ctc_objective`. ``sample_size`` is 1. Sentences whose target cannot be
 aligned get an infinite loss; they contribute zero loss and zero gradient and are counted in the ``ctc_inf`` stat
 (in training the ``translation_lev_ctc`` task has already skipped them, so a non-zero count there means a bug).
+
+Weights and smoothing of the other terms: a term's ``factor`` multiplies its loss, custom ``"loss"`` terms included
+(fairseq's ``nat_loss`` drops the factor of custom terms; DEER's ``prune_reg`` needs it: ``--prune-lambda``). The
+logged value of each term is its loss before the factor. A non-CTC term without its own ``"ls"`` gets no label
+smoothing, as in ``nat_loss`` (Levenshtein Transformer's ``word_del``), unless ``--label-smoothing-all-terms``.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fairseq import utils
 from fairseq.criterions import register_criterion
@@ -25,14 +32,30 @@ from fairseq.criterions.nat_loss import (
     LabelSmoothedDualImitationCriterion,
     LabelSmoothedDualImitationCriterionConfig,
 )
+from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 
-from ..modules.ctc_utils import ctc_loss
+from ..modules.ctc_utils import CTC_NORMALIZATIONS, ctc_objective
 
 
 @dataclass
 class CTCCriterionConfig(LabelSmoothedDualImitationCriterionConfig):
-    """``--label-smoothing`` applies to CTC terms (and to other terms that do not set their own ``ls``)."""
+    """``--label-smoothing`` applies to CTC terms (and, with ``--label-smoothing-all-terms``, to other terms that do
+    not set their own ``ls``)."""
+
+    ctc_normalization: ChoiceEnum(CTC_NORMALIZATIONS) = field(
+        default="target_length",
+        metadata={"help": "how CTC terms are normalised: 'target_length' (each sentence's CTC loss, label smoothing "
+                  "included, divided by its target length, then averaged over sentences: fairseq nat_loss's "
+                  "per-token mean) or 'frames' (the DEER authors' form: the batch's summed CTC loss divided by its "
+                  "real frames, times 1 - eps, plus eps times the mean -log p over real frames and symbols)"},
+    )
+    label_smoothing_all_terms: bool = field(
+        default=False,
+        metadata={"help": "also apply --label-smoothing to non-CTC terms that do not set their own (DEER's "
+                  "word_del and word_del_ctc, a length term); by default they get none, as in fairseq's nat_loss "
+                  "and Levenshtein Transformer"},
+    )
 
 
 def _take_over_criterion_name(name: str) -> None:
@@ -53,23 +76,32 @@ _take_over_criterion_name("ctc")
 
 @register_criterion("ctc", dataclass=CTCCriterionConfig)
 class CTCCriterion(LabelSmoothedDualImitationCriterion):
+    def __init__(self, task, label_smoothing, ctc_normalization="target_length", label_smoothing_all_terms=False):
+        super().__init__(task, label_smoothing)
+        if ctc_normalization not in CTC_NORMALIZATIONS:
+            raise ValueError(f"--ctc-normalization {ctc_normalization!r}: expected one of "
+                             f"{', '.join(CTC_NORMALIZATIONS)}")
+        self.ctc_normalization = ctc_normalization
+        self.label_smoothing_all_terms = label_smoothing_all_terms
+
     def _compute_ctc_loss(self, term, name):
         lprobs = utils.log_softmax(term["out"], dim=-1)
         targets = term["tgt"]
-        loss, nll, infinite = ctc_loss(
+        loss, nll, infinite = ctc_objective(
             lprobs,
             frame_padding_mask=~term["out_mask"],
             targets=targets,
             target_padding_mask=targets.eq(self.padding_idx),
             blank=term["blank"],
             label_smoothing=self.label_smoothing,
+            normalization=self.ctc_normalization,
         )
-        lengths = targets.ne(self.padding_idx).sum(1).clamp(min=1).to(loss.dtype)
         factor = term.get("factor", 1.0)
         return {
             "name": name,
-            "loss": (loss / lengths).mean() * factor,
-            "nll_loss": (nll / lengths).mean(),
+            "loss": loss * factor,
+            "unweighted": loss,
+            "nll_loss": nll,
             "factor": factor,
             "ctc_inf": int(infinite.sum()),
         }
@@ -88,10 +120,13 @@ class CTCCriterion(LabelSmoothedDualImitationCriterion):
             elif term.get("loss", None) is None:
                 result = self._compute_loss(
                     term.get("out"), term.get("tgt"), term.get("mask", None),
-                    term.get("ls", self.label_smoothing), name=name + "-loss", factor=term.get("factor", 1.0),
+                    term.get("ls", self.label_smoothing if self.label_smoothing_all_terms else 0.0),
+                    name=name + "-loss", factor=term.get("factor", 1.0),
                 )
-            else:
-                result = self._custom_loss(term.get("loss"), name=name + "-loss", factor=term.get("factor", 1.0))
+            else:  # nat_loss's _custom_loss ignores the factor: apply it here
+                factor = term.get("factor", 1.0)
+                result = self._custom_loss(term["loss"] * factor, name=name + "-loss", factor=factor)
+                result["unweighted"] = term["loss"]
             losses.append(result)
             if term.get("nll_loss", False):
                 nll_losses.append(result.get("nll_loss", 0.0))
@@ -107,7 +142,8 @@ class CTCCriterion(LabelSmoothedDualImitationCriterion):
             "ctc_inf": n_inf,
         }
         for r in losses:
-            logging_output[r["name"]] = utils.item(r["loss"].data / r["factor"])
+            unweighted = r["unweighted"] if "unweighted" in r else r["loss"] / r["factor"]
+            logging_output[r["name"]] = utils.item(unweighted.data)
         return loss, 1, logging_output
 
     @staticmethod

@@ -378,8 +378,9 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
                          "tgt": ctc_targets, "blank": self.blank, "nll_loss": True}}
         if prev_output_tokens is not None:
             features = lambda tokens: self.editor_features(enc, tokens)  # noqa: E731
-            terms.update(editor_training_terms(features, self.lm_head, self.editor_heads, prev_output_tokens,
-                                               tgt_tokens, self.pad, self.placeholder))
+            terms.update(editor_training_terms(
+                features, self.lm_head, self.editor_heads, prev_output_tokens, tgt_tokens, self.pad, self.placeholder,
+                forbidden=self.never_inserted(), label_smoothing=getattr(self.args, "label_smoothing", 0.0) or 0.0))
             if self.editor_ctc_roll_in:
                 with torch.no_grad():
                     lprobs = terms["ctc"]["out"].detach().float().clone()  # the term keeps its own logits
@@ -389,9 +390,16 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
                                           self.pad)
                 terms.update(ctc_roll_in_terms(features, self.editor_heads, hyps, tgt_tokens, self.pad, self.bos,
                                                self.eos, self.placeholder))
-        if self.pruning is not None and self.training and self.prune_lambda > 0:
+        if self.pruning is not None and self.training:
+            # also at --prune-lambda 0 (weight 0, zero gradient): on size-1.0 updates the scores are used nowhere
+            # else, and a parameter outside the graph fails DDP (pytorch_ddp, find_unused_parameters=False)
             terms["prune_reg"] = {"loss": self.pruning.regularization(), "factor": self.prune_lambda}
         return terms
+
+    def never_inserted(self):
+        """Token ids the editor never inserts (at decoding, and in the training argmax that its deletion targets
+        come from): the CTC blank, ``<s>``, ``</s>``, ``<pad>`` and the placeholder."""
+        return sorted({self.blank, self.bos, self.eos, self.pad, self.placeholder})
 
     def editor_features(self, enc, tokens, rows=None):
         """Editor states ``(b, T, C)`` of ``tokens`` ``(b, T)``; ``rows`` ``(B,)`` bool selects the sentences of
@@ -437,7 +445,7 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
         tokens, scores = editor_iteration(
             features, self.lm_head, self.editor_heads, tokens, scores, max_lens, self.pad, self.bos, self.eos,
             self.placeholder, eos_penalty=eos_penalty,
-            forbidden=sorted({self.blank, self.bos, self.eos, self.pad, self.placeholder}))
+            forbidden=self.never_inserted())
         history = decoder_out.history
         if history is not None:
             history.append(tokens.clone())

@@ -115,6 +115,66 @@ def ctc_loss(
     return loss, nll, infinite
 
 
+# how the ``ctc`` criterion reduces a batch's CTC terms to one number (see ctc_objective)
+CTC_NORMALIZATIONS = ("target_length", "frames")
+
+
+def ctc_objective(
+    lprobs: Tensor,
+    frame_padding_mask: Tensor,
+    targets: Tensor,
+    target_padding_mask: Tensor,
+    blank: int,
+    label_smoothing: float = 0.0,
+    normalization: str = "target_length",
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """The batch's CTC objective (a scalar), with label smoothing, in one of two normalisations.
+
+    With ``nll_b = -log p(y_b | x_b)``, ``F_b`` the real frames and ``L_b`` the target length of sentence ``b``,
+    ``u_b = sum over its real frames of mean_v(-log p_v)`` (the uniform-label cross-entropy) and ``eps`` the
+    label smoothing:
+
+    * ``target_length`` (fairseq ``nat_loss``'s per-token mean): ``mean_b [((1 - eps) nll_b + eps u_b / F_b) / L_b]``.
+      The smoothing term is a per-frame mean, then divided by ``L_b`` like the likelihood.
+    * ``frames`` (the DEER authors' ``deer_ctc_loss``): ``(1 - eps) sum_b nll_b / sum_b F_b + eps sum_b u_b /
+      sum_b F_b``, i.e. the likelihood per frame of the batch and ``eps`` times the mean ``-log p`` over every real
+      frame and symbol. (Their code also averages ``log p`` over padding frames; here only real frames count.)
+
+    Sentences whose target cannot be aligned (``infinite``) contribute nothing, and their frames are left out of
+    ``frames``' denominators.
+
+    Args:
+        lprobs: ``(B, F, V)`` log-probabilities.
+        frame_padding_mask: ``(B, F)`` True at padding frames.
+        targets: ``(B, L)`` target ids without ``<s>``/``</s>``; target_padding_mask ``(B, L)`` True at padding.
+        blank: the blank symbol.
+        label_smoothing: ``eps``.
+        normalization: one of :data:`CTC_NORMALIZATIONS`.
+
+    Returns:
+        ``(loss, nll, infinite)``: the scalar objective, the scalar unsmoothed likelihood term in the same
+        normalisation (``mean_b nll_b / L_b``, or ``sum_b nll_b / sum_b F_b``), and the ``(B,)`` bool mask of
+        unalignable sentences.
+    """
+    if normalization not in CTC_NORMALIZATIONS:
+        raise ValueError(f"--ctc-normalization {normalization!r}: expected one of {', '.join(CTC_NORMALIZATIONS)}")
+    _, nll, infinite = ctc_loss(lprobs, frame_padding_mask, targets, target_padding_mask, blank)
+    real = (~frame_padding_mask).float()
+    frames = real.sum(1)
+    ok = (~infinite).float()
+    uniform = -(lprobs.float().mean(-1) * real).sum(1) * ok  # u_b, 0 for unalignable sentences
+    if normalization == "target_length":
+        lengths = (~target_padding_mask).sum(1).clamp(min=1).float()
+        smooth = uniform / frames.clamp(min=1)
+        per_sentence = (1 - label_smoothing) * nll + label_smoothing * smooth if label_smoothing > 0 else nll
+        return (per_sentence / lengths).mean(), (nll / lengths).mean(), infinite
+    total = (frames * ok).sum().clamp(min=1)
+    nll_term = nll.sum() / total
+    loss = (1 - label_smoothing) * nll_term + label_smoothing * uniform.sum() / total if label_smoothing > 0 \
+        else nll_term
+    return loss, nll_term, infinite
+
+
 def ctc_greedy_collapse(
     lprobs: Tensor, frame_padding_mask: Tensor, blank: int, pad: int
 ) -> Tuple[Tensor, Tensor]:

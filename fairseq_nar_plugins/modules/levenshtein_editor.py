@@ -105,7 +105,7 @@ class EditorHeads(nn.Module):
 
 
 def editor_training_terms(features_fn, lm_head, heads: EditorHeads, prev_output_tokens: Tensor, tgt_tokens: Tensor,
-                          pad: int, placeholder: int) -> Dict[str, dict]:
+                          pad: int, placeholder: int, forbidden=(), label_smoothing: float = 0.0) -> Dict[str, dict]:
     """Levenshtein Transformer's three training terms, in fairseq's NAT output-dict format.
 
     Args:
@@ -114,25 +114,43 @@ def editor_training_terms(features_fn, lm_head, heads: EditorHeads, prev_output_
         prev_output_tokens: ``(B, T')`` corrupted references (``--noise random_delete``), ``[<s> ... </s>]``.
         tgt_tokens: ``(B, T)`` references.
         placeholder: the token placeholders hold.
+        forbidden: token ids the insertion classifier never emits at decoding (CTC blank, ``<s>``, ``</s>``,
+            ``<pad>``, the placeholder): excluded from its argmax here too, so that the deletion classifier learns
+            on the rows decoding produces. (With a BERT vocabulary the blank is ``[PAD]``: a pad id inside a row
+            would be dropped by fairseq's ``_get_del_targets`` and shift every later deletion label.)
+        label_smoothing: of the insertion term ``word_ins`` (LevT: ``--label-smoothing``); ``mask_ins`` has
+            LevT's 0.01; ``word_del`` sets none, so the ``ctc`` criterion smooths it only with
+            ``--label-smoothing-all-terms``.
 
-    Returns ``{"mask_ins", "word_ins", "word_del"}`` (``out`` logits, ``tgt``, ``mask``), as LevT's ``forward``.
+    Returns ``{"mask_ins", "word_ins", "word_del"}`` (``out`` logits, ``tgt``, ``mask``, ``ls``), as LevT's
+    ``forward``.
     """
     masked_tgt_masks, masked_tgt_tokens, mask_ins_targets = _get_ins_targets(
         prev_output_tokens, tgt_tokens, pad, placeholder)
     mask_ins_targets = mask_ins_targets.clamp(min=0, max=MAX_PLACEHOLDERS - 1)
     mask_ins_out = heads.mask_ins(features_fn(prev_output_tokens))
     word_ins_out = lm_head(features_fn(masked_tgt_tokens))
-    # deletion learns from the insertion classifier's own (argmax) predictions at the placeholders
-    word_predictions = word_ins_out.detach().argmax(-1)
+    # deletion learns from the insertion classifier's own (argmax) predictions at the placeholders, with the ids
+    # decoding never inserts excluded (as editor_iteration does)
+    word_predictions = _argmax_excluding(word_ins_out.detach(), forbidden)
     word_predictions = word_predictions.masked_scatter(~masked_tgt_masks, tgt_tokens[~masked_tgt_masks])
     word_del_targets = _get_del_targets(word_predictions, tgt_tokens, pad)
     word_del_out = heads.word_del(features_fn(word_predictions))
     return {
         "mask_ins": {"out": mask_ins_out, "tgt": mask_ins_targets, "mask": prev_output_tokens[:, 1:].ne(pad),
                      "ls": 0.01},
-        "word_ins": {"out": word_ins_out, "tgt": tgt_tokens, "mask": masked_tgt_masks},
+        "word_ins": {"out": word_ins_out, "tgt": tgt_tokens, "mask": masked_tgt_masks, "ls": label_smoothing},
         "word_del": {"out": word_del_out, "tgt": word_del_targets, "mask": word_predictions.ne(pad)},
     }
+
+
+def _argmax_excluding(logits: Tensor, forbidden) -> Tensor:
+    """``argmax`` over the last dimension of ``logits`` ``(B, T, V)`` with the ids in ``forbidden`` never chosen."""
+    if not forbidden:
+        return logits.argmax(-1)
+    blocked = torch.zeros(logits.size(-1), dtype=torch.bool, device=logits.device)
+    blocked[list(forbidden)] = True
+    return logits.masked_fill(blocked, float("-inf")).argmax(-1)
 
 
 def ctc_roll_in_terms(features_fn, heads: EditorHeads, hypotheses: Tensor, tgt_tokens: Tensor, pad: int, bos: int,
