@@ -11,27 +11,36 @@ What it adds to ``translation_lev`` (noise injection, ``IterativeRefinementGener
   split when the split is loaded, then **skipped in the training split** (``--train-subset``), and **kept in every
   other split**, where their loss is infinite: the ``ctc`` criterion zeroes it and counts it in the ``ctc_inf`` stat,
   and generation still produces a (necessarily too short) hypothesis so that scores stay comparable.
+* validation BLEU (``--eval-bleu``, ``--eval-bleu-interval-updates``) through the mixin of :mod:`.translation_lev_bleu`.
 """
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 from fairseq.tasks import register_task
-from fairseq.tasks.translation_lev import TranslationLevenshteinConfig, TranslationLevenshteinTask
+from fairseq.tasks.translation_lev import TranslationLevenshteinTask
 
+from .. import fingerprint
 from ..modules.ctc_utils import DEFAULT_BLANK_SYMBOL, add_blank_symbol, ctc_required_frames, num_frames
+from .translation_lev_bleu import TranslationLevBLEUConfig, ValidationBLEUMixin
 
 logger = logging.getLogger(__name__)
 
+#: --upsample-ratio of a new model when the flag is not given
+DEFAULT_UPSAMPLE_RATIO = 2.0
+
 
 @dataclass
-class TranslationLevCTCConfig(TranslationLevenshteinConfig):
-    upsample_ratio: float = field(
-        default=2.0,
+class TranslationLevCTCConfig(TranslationLevBLEUConfig):
+    upsample_ratio: Optional[float] = field(
+        default=None,
         metadata={
             "help": "CTC decoders get round(ratio x source length) frames (source length counts <s> and </s>). "
-            "Pairs whose target needs more frames are skipped in training and kept (and counted) elsewhere."
+            "Pairs whose target needs more frames are skipped in training and kept (and counted) elsewhere. "
+            f"Default: {DEFAULT_UPSAMPLE_RATIO:g} for a new model; when a checkpoint is loaded for generation, the "
+            "ratio it was trained with (a different explicit value is refused)"
         },
     )
     max_unalignable_fraction: float = field(
@@ -72,14 +81,25 @@ def unalignable_mask(dataset, ratio: float) -> np.ndarray:
     return mask
 
 
+def _trains_with_ctc(model) -> bool:
+    """Models whose training terms are CTC (nat_ctc_transformer, DEER, BnB with --length-mode ctc)."""
+    from ..modules.ctc_generation import CTCGenerationMixin
+
+    return isinstance(model, CTCGenerationMixin) and getattr(getattr(model, "decoder", None), "length_mode",
+                                                             "ctc") == "ctc"
+
+
 @register_task("translation_lev_ctc", dataclass=TranslationLevCTCConfig)
-class TranslationLevCTCTask(TranslationLevenshteinTask):
+class TranslationLevCTCTask(ValidationBLEUMixin, TranslationLevenshteinTask):
     """Translation with CTC non-autoregressive decoders (see module docstring for the data policy)."""
 
     cfg: TranslationLevCTCConfig
 
     def __init__(self, cfg, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
+        self.upsample_ratio_from_flag = cfg.upsample_ratio is not None
+        if cfg.upsample_ratio is None:
+            cfg.upsample_ratio = DEFAULT_UPSAMPLE_RATIO  # recorded in the checkpoint's cfg.task as the value used
         if cfg.upsample_ratio <= 0:
             raise ValueError(f"--upsample-ratio must be positive, got {cfg.upsample_ratio}")
         self.blank_idx = add_blank_symbol(tgt_dict, cfg.ctc_blank_symbol)
@@ -90,6 +110,40 @@ class TranslationLevCTCTask(TranslationLevenshteinTask):
     @property
     def upsample_ratio(self) -> float:
         return self.cfg.upsample_ratio
+
+    def set_upsample_ratio(self, ratio: float):
+        """Adopt a checkpoint's ratio (:func:`..fingerprint.check`, before the model is built)."""
+        self.cfg.upsample_ratio = ratio
+
+    def state_dict(self):
+        """fairseq saves this as the checkpoint's ``task_state``: it carries the :mod:`..fingerprint`."""
+        return {**super().state_dict(), fingerprint.KEY: fingerprint.of_task(self)}
+
+    def load_state_dict(self, state_dict):
+        """Called by fairseq's checkpoint loading for generation before the model is built: checks the
+        checkpoint's fingerprint against this task (adopting its ratio when --upsample-ratio was not given)."""
+        state_dict, fp = fingerprint.split_task_state(state_dict)
+        fingerprint.check(self, fp)
+        super().load_state_dict(state_dict)
+
+    def check_checkpoint_state(self, state, path, resuming):
+        """Called by the plugin's fairseq-train restore (:mod:`..checkpoint_safety`) before the weights are
+        copied: the checkpoint must fit this task (``resuming``: the ratio too, not only the dictionaries)."""
+        _, fp = fingerprint.split_task_state(state.get("task_state"))
+        fingerprint.check(self, fp, resuming_training=True, check_ratio=resuming)
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        self._ctc_model_arch = (getattr(cfg, "arch", None) or getattr(cfg, "_name", None)) if _trains_with_ctc(
+            model) else None
+        return model
+
+    def build_criterion(self, cfg):
+        arch = getattr(self, "_ctc_model_arch", None)
+        if arch is not None and getattr(cfg, "_name", None) not in (None, "ctc"):
+            raise ValueError(f"--arch {arch} is trained with CTC: use --criterion ctc (got --criterion {cfg._name}, "
+                             "which cannot score CTC frame outputs)")
+        return super().build_criterion(cfg)
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
@@ -104,6 +158,12 @@ class TranslationLevCTCTask(TranslationLevenshteinTask):
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
         dataset = self.datasets[split]
+        if len(dataset) == 0:
+            raise ValueError(
+                f"[{split}] the split '{split}' in {self.cfg.data} holds no sentence pairs: there is nothing to "
+                "train on, validate or translate (a validation loss over nothing would be reported as nan). "
+                "Re-run fairseq-preprocess with non-empty text files for it (a validation split can also be "
+                "skipped with --disable-validation)")
         if getattr(dataset, "tgt", None) is None:
             return
         mask = unalignable_mask(dataset, self.cfg.upsample_ratio)
@@ -122,6 +182,13 @@ class TranslationLevCTCTask(TranslationLevenshteinTask):
         else:
             logger.info(f"[{split}] all {len(mask):,} pairs can be CTC-aligned at --upsample-ratio "
                         f"{self.cfg.upsample_ratio:g}")
+        if training and n_bad == len(mask):
+            raise ValueError(
+                f"[{split}] none of the {n_bad:,} training pairs in {self.cfg.data} can be CTC-aligned at "
+                f"--upsample-ratio {self.cfg.upsample_ratio:g} (not even --max-unalignable-fraction 1.0 leaves "
+                "anything to train on): raise --upsample-ratio, or check that the targets are not much longer "
+                "than the sources (distilled data from an undertrained teacher repeats tokens up to its length cap)"
+            )
         if training and n_bad > self.cfg.max_unalignable_fraction * len(mask):
             raise ValueError(
                 f"[{split}] {n_bad:,} of {len(mask):,} training pairs ({n_bad / len(mask):.0%}) in {self.cfg.data} "
