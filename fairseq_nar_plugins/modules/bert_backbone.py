@@ -283,12 +283,29 @@ class BertEmbeddings(nn.Module):
         pad_position = max(self.position_offset - 1, 0)
         return torch.where(padding_mask, torch.full_like(rank, pad_position), rank + self.position_offset)
 
+    def explicit_positions(self, positions: Tensor, padding_mask: Tensor) -> Tensor:
+        """Position ids ``(B, T)`` from 0-based ``positions``: ``offset + position``, padding as in
+        :meth:`positions`; refuses positions outside the table."""
+        real = ~padding_mask
+        if bool((positions[real] < 0).any()):
+            raise ValueError("explicit positions must be >= 0")
+        longest = int(positions[real].max()) + 1 if bool(real.any()) else 0
+        if longest > self.max_positions:
+            raise ValueError(
+                f"position {longest - 1} is outside the {self.max_positions} positions of the position embeddings "
+                f"(embeddings.embed_positions.weight has {self.embed_positions.num_embeddings} rows, offset "
+                f"{self.position_offset}); truncate inputs (e.g. --max-source-positions)"
+            )
+        pad_position = max(self.position_offset - 1, 0)
+        return torch.where(padding_mask, torch.full_like(positions, pad_position), positions + self.position_offset)
+
     def forward(
         self,
         tokens: Optional[Tensor] = None,
         padding_mask: Optional[Tensor] = None,
         token_type_ids: Optional[Tensor] = None,
         token_embeddings: Optional[Tensor] = None,
+        positions: Optional[Tensor] = None,
     ) -> Tensor:
         """Args:
             tokens: token ids ``(B, T)``; or None when ``token_embeddings`` are given instead.
@@ -296,6 +313,10 @@ class BertEmbeddings(nn.Module):
             token_type_ids: segment ids ``(B, T)`` (default: all 0); only with token-type embeddings.
             token_embeddings: ``(B, T, C)`` vectors used in place of the token embedding lookup (e.g. BnB's decoder
                 input, an up-projected latent); position and token-type embeddings are still added.
+            positions: explicit 0-based positions ``(B, T)`` (long) of the tokens, to which ``position_offset`` is
+                added; values at padding are ignored. Default None: each real token's rank among the real tokens of
+                its row (:meth:`positions`). For inputs that are a subset of a longer sequence (MLAE's visible
+                tokens at their original positions) or one step of incremental decoding.
 
         Returns:
             ``(B, T, C)`` embedded inputs (after LayerNorm and dropout).
@@ -306,7 +327,8 @@ class BertEmbeddings(nn.Module):
         if padding_mask is None:
             padding_mask = tokens.eq(self.padding_idx) if tokens is not None else \
                 x.new_zeros(x.shape[:2], dtype=torch.bool)
-        x = x + self.embed_positions(self.positions(padding_mask))
+        x = x + self.embed_positions(self.positions(padding_mask) if positions is None
+                                     else self.explicit_positions(positions, padding_mask))
         if self.embed_token_types is not None:
             if token_type_ids is None:
                 token_type_ids = padding_mask.new_zeros(padding_mask.shape, dtype=torch.long)
@@ -405,6 +427,7 @@ class BertBackbone(nn.Module):
         encoder_out: Optional[Tensor] = None,
         encoder_padding_mask: Optional[Tensor] = None,
         return_all_hiddens: bool = False,
+        positions: Optional[Tensor] = None,
     ) -> Dict[str, Any]:
         """Run the stack (batch-first in and out).
 
@@ -419,6 +442,7 @@ class BertBackbone(nn.Module):
                 cross-attention).
             encoder_padding_mask: ``(B, S)`` bool, True at padding of ``encoder_out``.
             return_all_hiddens: also return the output of the embeddings and of every layer.
+            positions: explicit 0-based positions ``(B, T)`` (see :meth:`BertEmbeddings.forward`); default: ranks.
 
         Returns:
             dict with ``"hidden_states"``: ``(B, T, C)`` output of the last layer; ``"padding_mask"``: ``(B, T)``;
@@ -429,7 +453,7 @@ class BertBackbone(nn.Module):
             raise ValueError("this backbone has cross-attention: pass encoder_out (B, S, C)")
         if not self.cfg.cross_attention and encoder_out is not None:
             raise ValueError("encoder_out given, but this backbone has no cross-attention (cross_attention=False)")
-        x = self.embeddings(tokens, padding_mask, token_type_ids, token_embeddings)
+        x = self.embeddings(tokens, padding_mask, token_type_ids, token_embeddings, positions)
         if padding_mask is None:
             padding_mask = tokens.eq(self.padding_idx) if tokens is not None else \
                 x.new_zeros(x.shape[:2], dtype=torch.bool)
