@@ -212,3 +212,28 @@ def test_bnb_lc_forced_lengths_replace_the_classifier_answer():
     assert model.initialize_output_tokens(enc, src).output_tokens.ne(d.pad()).sum(1).tolist() == [9, 5]
     forcer.set(None)
     assert model.initialize_output_tokens(enc, src).output_tokens.ne(d.pad()).sum(1).tolist() == free.tolist()
+
+
+def test_chrf_and_extra_test_columns():
+    """chrF equals sacrebleu's own corpus chrF; the table shows a chrF column and one BLEU + chrF pair per extra
+    split, and --extra-test is refused outside full mode or without its reference file."""
+    import sacrebleu
+
+    from fairseq_nar_plugins.evaluation.benchmark import _parse_extra_tests, main
+    from fairseq_nar_plugins.evaluation.metrics import chrf_corpus
+    from fairseq_nar_plugins.evaluation.report import markdown_table
+
+    hyps, refs = ["ein mann fährt rad .", "zwei hunde"], ["ein mann fährt fahrrad .", "zwei hunde spielen"]
+    assert chrf_corpus(hyps, [refs]).score == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+    row = {"system": "x", "quality": 30.0, "chrf": 55.5, "quality_test1": 20.0, "chrf_test1": 44.4}
+    table = markdown_table([row], "batch 64", "4096 tokens", "sacreBLEU", ["test1"])
+    header, _, line = table.splitlines()
+    assert header.endswith("| sacreBLEU | chrF | sacreBLEU test1 | chrF test1 |")
+    assert line.endswith("| 30.00 | 55.50 | 20.00 | 44.40 |")
+    assert "chrF" not in markdown_table([{"system": "x"}], "b", "t", "quality")  # quick mode: no scores
+    with pytest.raises(SystemExit, match="SUBSET=REFERENCE"):
+        _parse_extra_tests(["test1"])
+    with pytest.raises(SystemExit, match="reference file not found: /nonexistent"):
+        _parse_extra_tests(["test1=/nonexistent"])
+    with pytest.raises(SystemExit, match="needs --mode full"):
+        main(["--mode", "quick", "--out-dir", "/tmp/x", "--extra-test", "test1=/nonexistent"])

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reference", default=None,
                    help="full mode: detokenized reference text of --gen-subset, one line per sentence id, for "
                         "sacreBLEU")
+    g.add_argument("--extra-test", action="append", default=[], metavar="SUBSET=REFERENCE",
+                   help="full mode: a further split to score (untimed), with its detokenized references, e.g. "
+                        "test1=work/spm/raw/test_2017_flickr.de; repeatable; each adds sacreBLEU and chrF columns")
     g.add_argument("--sacrebleu-tokenize", default="13a", help="full mode: sacreBLEU tokenizer (default 13a)")
     g.add_argument("--source-lang", default="en", help="source language suffix of the data files (default en)")
     g.add_argument("--target-lang", default="de", help="target language suffix of the data files (default de)")
@@ -220,41 +223,76 @@ def prepare_data(args, work: str) -> (str, str):
     return data_dir, what + f", word dictionary padded to {args.vocab_size}"
 
 
-def quality(args, systems, out_dir: str, settings) -> Dict[str, Dict]:
-    """Full mode: decode the split once at the batch-size setting (untimed, free lengths), detokenize as
-    fairseq-generate does, write hyp.<system>.txt and score with sacreBLEU against --reference."""
+def _parse_extra_tests(values: List[str]) -> List[tuple]:
+    """``SUBSET=REFERENCE`` flags -> [(subset, reference path)], checked."""
+    out = []
+    for v in values:
+        subset, sep, ref = v.partition("=")
+        if not sep or not subset or not ref:
+            raise SystemExit(f"ERROR: --extra-test expects SUBSET=REFERENCE (e.g. test1=refs.de), got {v!r}")
+        if not os.path.isfile(ref):
+            raise SystemExit(f"ERROR: --extra-test {subset}: reference file not found: {ref}")
+        out.append((subset, ref))
+    return out
+
+
+def _decode_strings(system, subset: str, batch_size: int) -> Dict[int, str]:
+    """Decode every sentence of ``subset`` (free lengths, untimed) and detokenize as fairseq-generate does:
+    {sentence id: text}."""
     from fairseq import utils
     from fairseq_cli.generate import get_symbols_to_strip_from_output
 
-    from ..scoring import check_coverage
-    from .metrics import sacrebleu_corpus
     from .speed import decode
 
-    refs = _read_lines(args.reference)
+    batches = system.batches(subset, None, batch_size)
+    _, hyps = decode(system, batches, force_length=False, keep_hypotheses=True)
+    cfg, task = system.cfg, system.task
+    tokenizer, bpe = task.build_tokenizer(cfg.tokenizer), task.build_bpe(cfg.bpe)
+    strings = {}
+    for sid, h in hyps.items():
+        _, text, _ = utils.post_process_prediction(
+            hypo_tokens=h["tokens"].int().cpu(), src_str="", alignment=h.get("alignment"), align_dict=None,
+            tgt_dict=task.target_dictionary, remove_bpe=cfg.common_eval.post_process,
+            extra_symbols_to_ignore=get_symbols_to_strip_from_output(system.generator))
+        if bpe is not None:
+            text = bpe.decode(text)
+        if tokenizer is not None:
+            text = tokenizer.decode(text)
+        strings[sid] = text
+    return strings
+
+
+def quality(args, systems, out_dir: str, settings) -> Dict[str, Dict]:
+    """Full mode: decode --gen-subset (and every --extra-test split) once at the batch-size setting (untimed, free
+    lengths), detokenize as fairseq-generate does, write hyp.<system>[.<subset>].txt and score with sacreBLEU and
+    chrF against the references. Row keys: ``quality`` / ``chrf`` / ``quality_detail`` for --gen-subset,
+    ``quality_<subset>`` / ``chrf_<subset>`` / ``quality_detail_<subset>`` for each extra split."""
+    from ..scoring import check_coverage
+    from .metrics import chrf_corpus, sacrebleu_corpus
+
+    sets = [(args.gen_subset, args.reference, "")] + [(sub, ref, "_" + sub)
+                                                      for sub, ref in _parse_extra_tests(args.extra_test)]
     out = {}
     for system in systems:
-        batches = system.batches(args.gen_subset, None, args.batch_size)
-        _, hyps = decode(system, batches, force_length=False, keep_hypotheses=True)
-        cfg, task = system.cfg, system.task
-        tokenizer, bpe = task.build_tokenizer(cfg.tokenizer), task.build_bpe(cfg.bpe)
-        strings = {}
-        for sid, h in hyps.items():
-            _, text, _ = utils.post_process_prediction(
-                hypo_tokens=h["tokens"].int().cpu(), src_str="", alignment=h.get("alignment"), align_dict=None,
-                tgt_dict=task.target_dictionary, remove_bpe=cfg.common_eval.post_process,
-                extra_symbols_to_ignore=get_symbols_to_strip_from_output(system.generator))
-            if bpe is not None:
-                text = bpe.decode(text)
-            if tokenizer is not None:
-                text = tokenizer.decode(text)
-            strings[sid] = text
-        ordered = check_coverage(strings, len(refs), f"{system.name} on {args.gen_subset}")
-        path = os.path.join(out_dir, "hyp." + system.name.replace(" ", "_").replace(".", "") + ".txt")
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(s + "\n" for s in ordered)
-        result = sacrebleu_corpus(ordered, [refs], args.sacrebleu_tokenize)
-        out[system.name] = {"quality": result.score, "quality_detail": result.detail, "hypotheses": path}
-        logger.info(f"{system.name}: sacreBLEU {result.score:.2f}")
+        row = {}
+        for subset, reference, suffix in sets:
+            refs = _read_lines(reference)
+            if subset not in system.task.datasets:  # the decodings of one model share its task
+                system.task.load_dataset(subset)
+            strings = _decode_strings(system, subset, args.batch_size)
+            ordered = check_coverage(strings, len(refs), f"{system.name} on {subset}")
+            stem = system.name.replace(" ", "_").replace(".", "")
+            path = os.path.join(out_dir, f"hyp.{stem}{'.' + subset if suffix else ''}.txt")
+            with open(path, "w", encoding="utf-8") as f:
+                f.writelines(s + "\n" for s in ordered)
+            bleu = sacrebleu_corpus(ordered, [refs], args.sacrebleu_tokenize)
+            chrf = chrf_corpus(ordered, [refs])
+            row.update({f"quality{suffix}": bleu.score, f"chrf{suffix}": chrf.score,
+                        f"quality_detail{suffix}": bleu.detail, f"chrf_detail{suffix}": chrf.detail,
+                        f"tokens_per_sent{suffix}": sum(len(s.split()) for s in ordered) / max(1, len(ordered)),
+                        f"hypotheses{suffix}": path})
+            logger.info(f"{system.name} on {subset}: sacreBLEU {bleu.score:.2f}, chrF {chrf.score:.2f}")
+        out[system.name] = row
     return out
 
 
@@ -342,6 +380,9 @@ def main(argv=None):
         path = getattr(args, flag)
         if path and not os.path.isfile(path):
             raise SystemExit(f"ERROR: --{flag.replace('_', '-')} file not found: {path}")
+    if args.extra_test and args.mode != "full":
+        raise SystemExit("ERROR: --extra-test scores trained models: it needs --mode full")
+    _parse_extra_tests(args.extra_test)
     os.makedirs(args.out_dir, exist_ok=True)
 
     # heavy imports only after the argument checks above, so that usage errors are fast
@@ -423,13 +464,17 @@ def main(argv=None):
         "",
     ]
     quality_label = "sacreBLEU" if scored else "quality"
-    table = report.markdown_table(rows, settings[1].name.replace(" ", " "), settings[2].name, quality_label)
+    table = report.markdown_table(rows, settings[1].name.replace(" ", " "), settings[2].name, quality_label,
+                                  [e.split("=", 1)[0] for e in args.extra_test] if scored else ())
     profile_lines = [f"- {r['system']}: {profiles[r['system']].summary()}; top ops (self time/calls): "
                      f"{r['profile_top_ops']}" for r in rows if r["system"] in profiles]
     text = "\n".join(header + [table, "", "## NAR / AR ratios", "", "```", *ratios, "```", "",
                                "## Batch-1 profile", "", *profile_lines, ""])
     if scored:
-        text += "\n## Quality\n\n" + "\n".join(f"- {r['system']}: sacreBLEU {r['quality_detail']}" for r in rows) + "\n"
+        text += "\n## Quality\n\n" + "\n".join(
+            f"- {r['system']} ({sub}): sacreBLEU {r['quality_detail' + sfx]}; chrF {r['chrf_detail' + sfx]}"
+            for r in rows for sub, sfx in [(args.gen_subset, "")] + [(e.split("=", 1)[0], "_" + e.split("=", 1)[0])
+                                                                       for e in args.extra_test]) + "\n"
     with open(os.path.join(args.out_dir, "report.md"), "w", encoding="utf-8") as f:
         f.write(text)
     report.write_csv(os.path.join(args.out_dir, "results.csv"), rows)

@@ -121,6 +121,16 @@ def sacrebleu_corpus(hypotheses: Sequence[str], references: Sequence[Sequence[st
                         extra={"bp": score.bp, "sys_len": score.sys_len, "ref_len": score.ref_len})
 
 
+def chrf_corpus(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> MetricResult:
+    """Corpus chrF (sacrebleu's defaults: character 6-grams, beta 2, no word n-grams) with its signature."""
+    from sacrebleu.metrics import CHRF
+
+    _check_streams(hypotheses, references)
+    chrf = CHRF()
+    score = chrf.corpus_score(list(hypotheses), [list(r) for r in references])
+    return MetricResult("chrF", score.score, detail=f"({score}) signature: {chrf.get_signature()}")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # ROUGE (rouge-score)
 

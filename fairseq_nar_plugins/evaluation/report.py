@@ -20,6 +20,7 @@ MARKDOWN_COLUMNS = [
     ("bs_gflops", "GFLOP/s @batch (% peak)", None),
     ("outside_matrix_pct", "b1 time outside matrix work (profiler)", "{:.0f}%"),
     ("quality", "quality", "{:.2f}"),
+    ("chrf", "chrF", "{:.2f}"),
 ]
 
 
@@ -37,14 +38,21 @@ def _fmt(row: Dict, key: str, fmt: Optional[str]) -> str:
     return fmt.format(value)
 
 
-def markdown_table(rows: Sequence[Dict], batch_label: str, tokens_label: str, quality_label: str) -> str:
+def markdown_table(rows: Sequence[Dict], batch_label: str, tokens_label: str, quality_label: str,
+                   extra_subsets: Sequence[str] = ()) -> str:
+    """The results table; a quality column is shown when some row has it (``chrf`` only with scores), and each of
+    ``extra_subsets`` adds "<quality_label> <subset>" and "chrF <subset>" columns (row keys ``quality_<subset>``,
+    ``chrf_<subset>``)."""
+    columns = [c for c in MARKDOWN_COLUMNS if c[0] != "chrf" or any(r.get("chrf") is not None for r in rows)]
+    for sub in extra_subsets:
+        columns += [(f"quality_{sub}", f"{quality_label} {sub}", "{:.2f}"), (f"chrf_{sub}", f"chrF {sub}", "{:.2f}")]
     headers = []
-    for key, header, _ in MARKDOWN_COLUMNS:
+    for key, header, _ in columns:
         header = header.replace("@batch", f"@{batch_label}").replace("@max-tokens", f"@{tokens_label}")
         headers.append(quality_label if key == "quality" else header)
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
-        lines.append("| " + " | ".join(_fmt(row, key, fmt) for key, _, fmt in MARKDOWN_COLUMNS) + " |")
+        lines.append("| " + " | ".join(_fmt(row, key, fmt) for key, _, fmt in columns) + " |")
     return "\n".join(lines)
 
 
