@@ -20,23 +20,27 @@ class _Task:
             self.upsample_ratio, self.blank_idx = 2.0, d.unk()
 
 
-def tiny_bnb(length_mode="lc"):
+def tiny_bnb(length_mode="lc", **flags):
     torch.manual_seed(0)
     d = Dictionary()
     for i in range(20):
         d.add_symbol(f"w{i}")
-    args = Namespace(length_mode=length_mode, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+    args = Namespace(length_mode=length_mode, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, **flags)
     bnb_tiny(args)
     model = BnBModel.build_model(args, _Task(d, ctc=length_mode == "ctc"))
     return model.eval(), d
 
 
-def batch(d, rows):
-    """rows of word ids -> [<s> ... </s>] right-padded LongTensor."""
+def batch(d, rows, left_pad=False):
+    """rows of word ids -> [<s> ... </s>] LongTensor, right-padded (targets) or left-padded (fairseq's sources)."""
     seqs = [[d.bos()] + [d.index(f"w{i}") for i in r] + [d.eos()] for r in rows]
-    out = torch.full((len(seqs), max(map(len, seqs))), d.pad())
+    width = max(map(len, seqs))
+    out = torch.full((len(seqs), width), d.pad())
     for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s)
+        if left_pad:
+            out[i, width - len(s):] = torch.tensor(s)
+        else:
+            out[i, : len(s)] = torch.tensor(s)
     return out
 
 
@@ -149,6 +153,179 @@ def test_ctc_mode_frames_are_ratio_times_source():
     assert terms["ctc"] and terms["out"].shape[1] == 10  # 5 source tokens (with <s>, </s>) x 2
     assert terms["out_mask"].sum(1).tolist() == [10, 6]
     assert terms["tgt"].tolist() == [[d.index("w5"), d.index("w6")], [d.index("w7"), d.pad()]]
+
+
+@pytest.mark.parametrize("mode", ["lc", "ctc"])
+def test_batch_with_left_padded_sources_equals_single_sentences(mode):
+    """fairseq left-pads sources: every sentence decodes in a batch as it does alone (latents, positions, lengths,
+    CTC frames)."""
+    model, d = tiny_bnb(mode)
+    sentences = [[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]]
+    src = batch(d, sentences, left_pad=True)
+    with torch.no_grad():
+        enc = model.forward_encoder([src, src.ne(d.pad()).sum(1)])
+        together = model.forward_decoder(model.initialize_output_tokens(enc, src), enc)
+        for i, sentence in enumerate(sentences):
+            one = batch(d, [sentence], left_pad=True)
+            enc1 = model.forward_encoder([one, one.ne(d.pad()).sum(1)])
+            alone = model.forward_decoder(model.initialize_output_tokens(enc1, one), enc1)
+            row = together.output_tokens[i]
+            assert row[row.ne(d.pad())].tolist() == alone.output_tokens[0].tolist()
+            n = int(row.ne(d.pad()).sum())
+            assert torch.allclose(together.output_scores[i, :n], alone.output_scores[0], atol=1e-5)
+        if mode == "ctc":
+            lprobs, frame_pad = model.ctc_frame_lprobs(enc)
+            for i, sentence in enumerate(sentences):
+                one = batch(d, [sentence], left_pad=True)
+                lp1, _ = model.ctc_frame_lprobs(model.forward_encoder([one, None]))
+                assert torch.allclose(lprobs[i][~frame_pad[i]], lp1[0], atol=1e-5)
+
+
+def test_ctc_sources_are_capped_to_fit_the_decoder_positions():
+    """With CTC the decoder has round(ratio x S) frames: max_positions() reports S <= floor(P / ratio), so fairseq
+    skips longer sources instead of crashing on them; the longest allowed source decodes."""
+    model, d = tiny_bnb("ctc", max_positions_table=17)
+    assert model.max_positions() == (8, 17)  # floor(17 / 2)
+    src = batch(d, [list(range(6))])  # 8 tokens with <s> and </s>: 16 frames
+    assert model(src, None, None, batch(d, [[1, 2]]))["word_ins"]["out"].shape[1] == 16
+    # a user's smaller limit stays
+    model, d = tiny_bnb("ctc", max_positions_table=17, max_source_positions=5)
+    assert model.max_positions() == (5, 17)
+    model, d = tiny_bnb("lc", max_positions_table=17)
+    assert model.max_positions() == (17, 17)
+
+
+def test_predicted_lengths_stay_within_the_decoder_positions():
+    """Length classes (absolute up to max-length-classes - 1, or source-relative) beyond the decoder's P positions
+    are never chosen, also by the length beam."""
+    model, d = tiny_bnb("lc", max_positions_table=12, pred_length_offset=True, max_length_ratio=100.0)
+    src = batch(d, [[1, 2, 3, 4]])  # S = 6: class c stands for length c + 6 - 128
+    with torch.no_grad():  # the classifier prefers length 40, then 11
+        model.decoder.length.proj.bias.fill_(-10.0)
+        model.decoder.length.proj.bias[40 - 6 + 128] = 10.0
+        model.decoder.length.proj.bias[11 - 6 + 128] = 5.0
+        enc = model.forward_encoder([src, None])
+        out = model.initialize_output_tokens(enc, src)
+        assert out.output_tokens.ne(d.pad()).sum().item() == 11
+        model.decoder.length.proj.bias[11 - 6 + 128] = -10.0
+        model.decoder.length.proj.bias[12 - 6 + 128] = 5.0
+        out = model.initialize_output_tokens(enc, src)
+        assert out.output_tokens.ne(d.pad()).sum().item() == 12
+        beam = model.regenerate_length_beam(out, 3)
+        assert beam.output_tokens.ne(d.pad()).sum(1).tolist() == [11, 12, 12]
+        decoded = model.forward_decoder(beam, model.encoder.reorder_encoder_out(enc, torch.zeros(3).long()))
+        assert decoded.output_tokens.ne(d.pad()).sum(1).tolist() == [11, 12, 12]
+
+
+def _criterion_loss(model, d, mode):
+    from fairseq.criterions.nat_loss import LabelSmoothedDualImitationCriterion
+
+    from fairseq_nar_plugins.criterions.ctc import CTCCriterion
+
+    src = batch(d, [[1, 2, 3], [4, 5, 6, 7]], left_pad=True)
+    tgt = batch(d, [[8, 9, 10, 11], [12, 13, 14]])
+    prev = tgt.masked_fill(tgt.ne(d.pad()) & tgt.ne(d.bos()) & tgt.ne(d.eos()), d.unk())
+    sample = {"nsentences": 2, "ntokens": 7, "target": tgt, "prev_target": None if mode == "ctc" else prev,
+              "net_input": {"src_tokens": src, "src_lengths": src.ne(d.pad()).sum(1)}}
+    task = _Task(d, ctc=mode == "ctc")
+    crit = CTCCriterion(task, 0.1) if mode == "ctc" else LabelSmoothedDualImitationCriterion(task, 0.1)
+    return crit(model, sample)[0]
+
+
+@pytest.mark.parametrize("mode", ["lc", "ctc"])
+def test_every_parameter_gets_a_gradient_in_each_length_mode(mode):
+    """fairseq's default DDP backend (pytorch_ddp, find_unused_parameters=False) fails on a parameter without
+    gradient: CTC mode has no length classifier, LC mode uses every parameter it has."""
+    model, d = tiny_bnb(mode)
+    assert (model.decoder.length is None) == (mode == "ctc")
+    model.train()
+    _criterion_loss(model, d, mode).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_ctc_checkpoint_with_the_old_length_classifier_loads():
+    model, d = tiny_bnb("ctc")
+    state = model.state_dict()
+    state["decoder.length.proj.weight"] = torch.zeros(256, 8)
+    state["decoder.length.proj.bias"] = torch.zeros(256)
+    model.load_state_dict(state)  # upgrade_state_dict drops them; strict otherwise
+
+
+def test_length_classification_refuses_a_noise_that_shortens_prev_output_tokens():
+    with pytest.raises(ValueError, match="--noise random_delete.*full_mask / random_mask / no_noise"):
+        tiny_bnb("lc", noise="random_delete")
+    tiny_bnb("lc", noise="full_mask")
+    tiny_bnb("ctc", noise="random_delete")  # CTC does not read prev_output_tokens
+
+
+def test_ctc_output_never_holds_bos_eos_or_pad():
+    """Hand-made frame log-probabilities: frames whose best symbol is <s>, </s> or <pad> emit their next best."""
+    model, d = tiny_bnb("ctc")
+    bos, eos, pad, blank = d.bos(), d.eos(), d.pad(), model.blank
+    a, b = d.index("w1"), d.index("w2")
+    logits = torch.full((1, 6, len(d)), -5.0)
+    for frame, (best, second) in enumerate([(bos, a), (a, bos), (eos, blank), (pad, b), (b, eos), (eos, blank)]):
+        logits[0, frame, best], logits[0, frame, second] = 5.0, 4.0
+    lprobs = logits.log_softmax(-1)
+    model.ctc_frame_lprobs = lambda enc: (lprobs.clone(), torch.zeros(1, 6, dtype=torch.bool))
+    out = model.forward_decoder(model.initialize_output_tokens({"encoder_padding_mask": torch.zeros(1, 3).bool()},
+                                                               torch.ones(1, 3).long()), None)
+    # frames: a a blank b b blank -> a b
+    assert out.output_tokens[0].tolist() == [bos, a, b, eos]
+    assert out.output_scores[0, 1].item() == pytest.approx(lprobs[0, 0, a].item())
+
+
+def test_length_beam_rows_are_scored_by_their_words_only():
+    """<s> and </s> carry the mean score of the row's words, so the generator's mean over non-pad positions is
+    the mean over words: zeros there would favour the shorter row of a length beam."""
+    model, d = tiny_bnb("lc")
+    src = batch(d, [[1, 2, 3]])
+    with torch.no_grad():
+        enc = model.forward_encoder([src, None])
+        beam = model.regenerate_length_beam(model.initialize_output_tokens(enc, src), 3)
+        out = model.forward_decoder(beam, model.encoder.reorder_encoder_out(enc, torch.zeros(3).long()))
+    tokens, scores = out.output_tokens, out.output_scores
+    words = tokens.ne(d.pad()) & tokens.ne(d.bos()) & tokens.ne(d.eos())
+    word_mean = (scores * words).sum(1) / words.sum(1)
+    real = tokens.ne(d.pad())
+    assert torch.allclose((scores * real).sum(1) / real.sum(1), word_mean, atol=1e-6)
+    assert torch.equal(scores[~real], torch.zeros_like(scores[~real]))
+
+
+def test_length_pooling_over_encoder_states():
+    """--length-pooling encoder: the classifier reads the mean of the encoder's final states h over real source
+    tokens (left padding ignored), not the P-dim latent."""
+    model, d = tiny_bnb("lc", length_pooling="encoder")
+    assert model.decoder.length.proj.in_features == model.encoder.backbone.embed_dim
+    src = batch(d, [[1, 2, 3], [4]], left_pad=True)
+    with torch.no_grad():
+        enc = model.forward_encoder([src, None])
+        h, real = enc["encoder_out"], src.ne(d.pad())
+        pooled = torch.stack([h[i][real[i]].mean(0) for i in range(2)])
+        assert torch.allclose(model.decoder.forward_length(enc), model.decoder.length.proj(pooled), atol=1e-6)
+    model, _ = tiny_bnb("lc")
+    assert model.decoder.length.proj.in_features == 8  # the paper's p(l | z)
+
+
+def test_architecture_defaults_keep_a_given_zero():
+    """A flag given as 0 is not replaced by the architecture's default (--max-length-ratio 0: lengths up to
+    --max-length-offset), and a size that cannot be 0 is refused naming its flag."""
+    model, d = tiny_bnb("lc", max_length_ratio=0.0, max_length_offset=6.0)
+    assert model.decoder.max_length_ratio == 0.0
+    with torch.no_grad():
+        model.decoder.length.proj.bias.fill_(-10.0)  # prefers 20, then 15 (within 2.5 x 5 + 6), then 6
+        model.decoder.length.proj.bias[20] = 10.0
+        model.decoder.length.proj.bias[15] = 7.0
+        model.decoder.length.proj.bias[6] = 5.0
+        src = batch(d, [[1, 2, 3]])
+        enc = model.forward_encoder([src, None])
+        assert model.initialize_output_tokens(enc, src).output_tokens.ne(d.pad()).sum().item() == 6
+    with pytest.raises(ValueError, match="--decoder-layers 0"):
+        tiny_bnb("lc", decoder_layers=0)
+    with pytest.raises(ValueError, match="--latent-dim 0"):
+        tiny_bnb("lc", latent_dim=0)
+    with pytest.raises(ValueError, match="--max-length-ratio -1"):
+        tiny_bnb("lc", max_length_ratio=-1.0)
 
 
 def _train_and_generate(toy_data_bin, tmp_path, task, criterion, mode, extra_gen=()):

@@ -205,6 +205,25 @@ def test_ctc_criterion_weighs_and_normalises_each_deer_term(normalization, all_t
         assert torch.allclose(s.grad, g, rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize("flags", [{}, {"prune": True}, {"prune": True, "prune_lambda": 0.0}],
+                         ids=["no-prune", "prune", "prune-lambda-0"])
+def test_every_parameter_gets_a_gradient(flags):
+    """fairseq's default DDP backend (pytorch_ddp, find_unused_parameters=False) fails on a parameter outside the
+    graph. At size 1.0 the pruning scores enter only through the regulariser, also at --prune-lambda 0."""
+    from fairseq_nar_plugins.criterions.ctc import CTCCriterion
+
+    model, d = tiny_deer(**flags)
+    model.train()
+    if model.pruning is not None:
+        model.set_num_updates(next(n for n in range(100) if model.pruning.sample_size(n, seed=1) == 1.0))
+    src = rows(d, [[1, 2, 3], [4, 5, 6, 7]], left_pad=True)
+    tgt = rows(d, [[8, 9, 10, 11], [12, 13, 14, 15, 16]])
+    sample = {"nsentences": 2, "ntokens": 9, "target": tgt, "prev_target": rows(d, [[9, 11], [13]]),
+              "net_input": {"src_tokens": src, "src_lengths": src.ne(d.pad()).sum(1)}}
+    CTCCriterion(_Task(d, model.blank), 0.1)(model, sample)[0].backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
 def test_deletion_labels_with_blank_equal_to_pad():
     """BERT vocabularies reuse [PAD] as the CTC blank, and the insertion classifier (the LM head shared with CTC)
     prefers the blank. Its training argmax must exclude what decoding never inserts: otherwise pad ids land inside
@@ -360,6 +379,13 @@ def test_bad_flags_name_the_flag():
         tiny_deer(task_noise="full_mask")
     with pytest.raises(ValueError, match="--decoder-layers"):
         tiny_deer(decoder_layers=3)
+    with pytest.raises(ValueError, match="--encoder-layers 0"):
+        tiny_deer(encoder_layers=0)
+    with pytest.raises(ValueError, match="--prune-refresh-interval 0"):
+        tiny_deer(prune=True, prune_refresh_interval=0)
+    # a given 0 wins over the architecture's default
+    model, _ = tiny_deer(prune=True, prune_lambda=0.0)
+    assert model.prune_lambda == 0.0
     with pytest.raises(ValueError, match="--deer-slot-input"):
         slot_tokens(torch.ones(1, 3, dtype=torch.long), torch.zeros(1, 3, dtype=torch.bool), 2.0, "bogus", 3, 1)
 

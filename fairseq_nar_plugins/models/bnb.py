@@ -11,9 +11,13 @@
   length classification the decoder has the (gold or predicted) target length ``T`` and position ``i`` reads ``z`` of
   source token ``round(i (S - 1) / (T - 1))``: a longer decoder repeats latents, a shorter one skips some, and the
   first and last positions always read the first and last source tokens.
-* Output length (``--length-mode``): ``lc``, length classification from the mean-pooled latent (fairseq ``nat_loss``
-  "length" term; ``--iter-decode-with-beam`` decodes several lengths and keeps the best), or ``ctc`` over an
-  upsampled decoder (``--task translation_lev_ctc --criterion ctc``).
+* Output length (``--length-mode``): ``lc``, length classification from the mean-pooled latent (the paper) or
+  encoder states (``--length-pooling encoder``), absolute or relative to the source (``--pred-length-offset``)
+  (fairseq ``nat_loss`` "length" term; ``--iter-decode-with-beam`` decodes several lengths and keeps the best), or
+  ``ctc`` over an upsampled decoder (``--task translation_lev_ctc --criterion ctc``; no length classifier is built).
+  Positions: with CTC the decoder has ``round(ratio x S)`` frames, so sources are capped at ``floor(P / ratio)``
+  tokens (``P`` the decoder's positions; ``max_positions()`` reports it, fairseq skips longer ones); predicted
+  lengths are capped at ``P``.
 * Output layer: BERT's masked-LM head (dense, GELU, LayerNorm, projection tied to the decoder's token embeddings).
 * Initialisation: ``--pretrained-encoder PATH`` (and ``--pretrained-decoder``, default the same) from a BERT-family
   checkpoint, or random. Cross-attention starts random (BERT2BERT, BnB) or as a copy of self-attention
@@ -25,13 +29,14 @@ for the additional pretraining (MLM 15 %, permutation LM 50 %), where the decode
 import json
 import logging
 
+import torch
 import torch.nn as nn
 from fairseq import utils
 from fairseq.models import FairseqDecoder, FairseqEncoder, FairseqEncoderDecoderModel, register_model, \
     register_model_architecture
-from fairseq.models.nat.nonautoregressive_transformer import NATransformerModel
 
-from ..modules.backbone_args import add_dropout_args, set_dropout_defaults, set_encoder_sizes
+from ..modules.backbone_args import add_dropout_args, require_positive, set_default, set_dropout_defaults, \
+    set_encoder_sizes
 from ..modules.bert_backbone import BertBackbone, BertBackboneConfig, BertLMHead
 from ..modules.ctc_generation import CTCGenerationMixin, placeholder_rows
 from ..modules.ctc_utils import strip_bos_eos
@@ -42,6 +47,10 @@ from ..modules.source_copy import gather_source, ratio_copy_index, uniform_copy_
 logger = logging.getLogger(__name__)
 
 LENGTH_MODES = ("lc", "ctc")
+LENGTH_POOLINGS = ("latent", "encoder")
+# translation_lev noises that keep prev_output_tokens as long as the target (length classification sizes the
+# decoder by them and learns their lengths): random_delete would train on corrupted lengths
+LC_NOISES = ("full_mask", "random_mask", "no_noise")
 # length classification at generation: at most 2.5 x source + 10 tokens (German in an English WordPiece vocabulary
 # takes ~1.75x the source's tokens; the same cap as the distillation recipes)
 DEFAULT_MAX_LENGTH_RATIO = 2.5
@@ -145,7 +154,13 @@ class BnBDecoder(FairseqDecoder):
             missing = self.lm_head.load_state_dict(lm_head_state, strict=False)
             logger.info(f"decoder output layer initialised from the checkpoint's masked-LM head "
                         f"(not in checkpoint: {missing.missing_keys or 'none'})")
-        self.length = LengthClassifier(args.latent_dim, args.max_length_classes, args.pred_length_offset)
+        # the length classifier exists in length-classification mode only (in CTC mode it would be a parameter
+        # without gradient, which fairseq's default DDP backend refuses)
+        self.length = None
+        self.length_pooling = getattr(args, "length_pooling", None) or "latent"  # before the flag: the latent
+        if self.length_mode == "lc":
+            pooled_dim = args.latent_dim if self.length_pooling == "latent" else args.encoder_embed_dim
+            self.length = LengthClassifier(pooled_dim, args.max_length_classes, args.pred_length_offset)
         self.length_loss_factor = args.length_loss_factor
         # generation-time cap on predicted lengths (checkpoints saved before the flag existed get the default)
         self.max_length_ratio = getattr(args, "max_length_ratio", DEFAULT_MAX_LENGTH_RATIO)
@@ -171,8 +186,10 @@ class BnBDecoder(FairseqDecoder):
         return (utils.log_softmax(logits, -1) if normalize else logits), padding
 
     def forward_length(self, encoder_out):
-        """Length logits ``(B, max_length_classes)`` from the mean-pooled latent."""
-        return self.length(encoder_out["latent"], encoder_out["encoder_padding_mask"])
+        """Length logits ``(B, max_length_classes)`` from the mean-pooled latent ``z`` ``(B, S, P)`` or, with
+        ``--length-pooling encoder``, the mean-pooled encoder states ``h`` ``(B, S, H)``."""
+        states = encoder_out["latent"] if self.length_pooling == "latent" else encoder_out["encoder_out"]
+        return self.length(states, encoder_out["encoder_padding_mask"])
 
     def max_positions(self):
         return self.backbone.max_positions()
@@ -204,7 +221,11 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
         parser.add_argument("--max-length-classes", type=int, metavar="N",
                             help="length classes of the length classifier (longest predictable target)")
         parser.add_argument("--pred-length-offset", action="store_true",
-                            help="classify len(target) - len(source) instead of len(target)")
+                            help="classify len(target) - len(source) + max-length-classes / 2 instead of "
+                            "len(target)")
+        parser.add_argument("--length-pooling", choices=LENGTH_POOLINGS,
+                            help="what the length classifier mean-pools over the source: 'latent' (the P-dim z, "
+                            "the paper's p(l|z), default) or 'encoder' (the encoder's final states h)")
         parser.add_argument("--length-loss-factor", type=float, help="weight of the length classification loss")
         parser.add_argument("--max-length-ratio", type=float, metavar="A",
                             help="length classification at generation: predicted lengths (with <s> and </s>) are "
@@ -232,6 +253,12 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
     @classmethod
     def build_model(cls, args, task):
         bnb_base(args)
+        # the training noise (a reloaded model's args are its training args): LC sizes the decoder by
+        # prev_output_tokens and learns their lengths
+        noise = getattr(args, "noise", None)
+        if args.length_mode == "lc" and noise is not None and noise not in LC_NOISES:
+            raise ValueError(f"bnb with --length-mode lc learns the lengths of prev_output_tokens: --noise {noise} "
+                             f"makes them shorter than the targets; use --noise {' / '.join(LC_NOISES)}")
         if args.length_mode == "ctc":
             if not hasattr(task, "upsample_ratio"):
                 raise ValueError("bnb with --length-mode ctc needs --task translation_lev_ctc")
@@ -253,10 +280,27 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
         decoder = BnBDecoder(args, task.target_dictionary, dec_backbone, lm_head)
         # the checkpoint is only read when the model is first built: a trained model reloads its own weights
         args.pretrained_encoder = args.pretrained_decoder = None
+        # what fits the position tables: with CTC the decoder has round(ratio x S) frames, so S <= P / ratio
+        src_limit = enc_backbone.max_positions()
+        if args.length_mode == "ctc":
+            src_limit = min(src_limit, int(dec_backbone.max_positions() // args.upsample_ratio))
+        args.max_source_positions = min(args.max_source_positions, src_limit)
+        args.max_target_positions = min(args.max_target_positions, dec_backbone.max_positions())
         return cls(args, encoder, decoder)
 
     def max_positions(self):
-        return (self.encoder.max_positions(), self.decoder.max_positions())
+        """``(source, target)`` lengths the model takes (``--max-source-positions`` / ``--max-target-positions``
+        capped by the position tables; with CTC the source by ``floor(P / --upsample-ratio)``)."""
+        return (self.args.max_source_positions, self.args.max_target_positions)
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        """Checkpoints of CTC mode saved before the length classifier was built in LC mode only carry its unused
+        weights: drop them."""
+        super().upgrade_state_dict_named(state_dict, name)
+        if self.decoder.length is None:
+            prefix = f"{name}." if name else ""
+            for key in [k for k in state_dict if k.startswith(f"{prefix}decoder.length.")]:
+                del state_dict[key]
 
     @property
     def allow_length_beam(self):
@@ -308,12 +352,20 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
         src_lengths = (~encoder_out["encoder_padding_mask"]).sum(1)
         lengths = self.decoder.length.predict(self.decoder.forward_length(encoder_out), src_lengths,
                                               max_ratio=self.decoder.max_length_ratio,
-                                              max_offset=self.decoder.max_length_offset)
+                                              max_offset=self.decoder.max_length_offset,
+                                              max_length=self.decoder.max_positions())
         return placeholder_rows(lengths, src_tokens, self.bos, self.eos, self.pad, self.unk,
                                  encoder_out["encoder_out"].dtype)
 
     def regenerate_length_beam(self, decoder_out, beam_size):
-        return NATransformerModel.regenerate_length_beam(self, decoder_out, beam_size)
+        """``beam_size`` rows per sentence of lengths ``L - beam_size // 2, ...`` around its ``L``, within
+        ``[2, P]`` (``P`` the decoder's positions)."""
+        lengths = decoder_out.output_tokens.ne(self.pad).sum(1)
+        offsets = torch.arange(beam_size, device=lengths.device) - beam_size // 2
+        lengths = (lengths[:, None] + offsets[None, :]).view(-1).clamp(2, self.decoder.max_positions())
+        rows = placeholder_rows(lengths, decoder_out.output_tokens, self.bos, self.eos, self.pad, self.unk,
+                                decoder_out.output_scores.dtype)
+        return decoder_out._replace(output_tokens=rows.output_tokens, output_scores=rows.output_scores)
 
     def forward_decoder(self, decoder_out, encoder_out, decoding_format=None, **kwargs):
         if self.decoder.length_mode == "ctc":
@@ -327,7 +379,11 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
         scores, tokens = lprobs.max(-1)
         fill = output_tokens.ne(self.pad) & output_tokens.ne(self.bos) & output_tokens.ne(self.eos)
         output_tokens = output_tokens.masked_scatter(fill, tokens[fill])
-        output_scores = decoder_out.output_scores.masked_scatter(fill, scores[fill])
+        # <s> and </s> get the mean score of the row's words: the generator ranks a length beam by the mean over
+        # non-pad positions, and zeros there would favour short rows (fairseq's CMLM convention)
+        scores = scores.masked_fill(~fill, 0.0)
+        word_mean = scores.sum(1) / fill.sum(1).clamp(min=1)
+        output_scores = torch.where(fill, scores, word_mean[:, None]).masked_fill(output_tokens.eq(self.pad), 0.0)
         history = decoder_out.history
         if history is not None:
             history.append(output_tokens.clone())
@@ -339,28 +395,29 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
 def bnb_base(args):
     """BERT-base encoder and decoder: 12 layers, 768 dims, 12 heads, FFN 3072; latent P = 8 (authors' code)."""
     set_encoder_sizes(args, layers=12, dim=768, heads=12, ffn=3072)
-    args.decoder_layers = getattr(args, "decoder_layers", None) or args.encoder_layers
-    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", None) or args.encoder_embed_dim
-    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", None) or args.encoder_ffn_embed_dim
-    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", None) or args.encoder_attention_heads
-    args.latent_dim = getattr(args, "latent_dim", None) or 8
-    args.length_mode = getattr(args, "length_mode", None) or "lc"
-    args.max_length_classes = getattr(args, "max_length_classes", None) or 256
-    args.max_length_ratio = getattr(args, "max_length_ratio", None) or DEFAULT_MAX_LENGTH_RATIO
-    args.max_length_offset = getattr(args, "max_length_offset", None)
-    if args.max_length_offset is None:
-        args.max_length_offset = DEFAULT_MAX_LENGTH_OFFSET
-    args.pred_length_offset = getattr(args, "pred_length_offset", False)
-    args.length_loss_factor = getattr(args, "length_loss_factor", None)
-    if args.length_loss_factor is None:
-        args.length_loss_factor = 0.1
-    args.pretrained_encoder = getattr(args, "pretrained_encoder", None)
-    args.pretrained_decoder = getattr(args, "pretrained_decoder", None)
-    args.cross_attention_init = getattr(args, "cross_attention_init", None) or "random"
-    args.max_positions_table = getattr(args, "max_positions_table", None) or 512
+    for name in ("layers", "embed_dim", "ffn_embed_dim", "attention_heads"):
+        set_default(args, f"decoder_{name}", getattr(args, f"encoder_{name}"))
+    set_default(args, "latent_dim", 8)
+    set_default(args, "length_mode", "lc")
+    set_default(args, "length_pooling", "latent")
+    set_default(args, "max_length_classes", 256)
+    set_default(args, "max_length_ratio", DEFAULT_MAX_LENGTH_RATIO)
+    set_default(args, "max_length_offset", DEFAULT_MAX_LENGTH_OFFSET)
+    set_default(args, "pred_length_offset", False)
+    set_default(args, "length_loss_factor", 0.1)
+    set_default(args, "pretrained_encoder", None)
+    set_default(args, "pretrained_decoder", None)
+    set_default(args, "cross_attention_init", "random")
+    set_default(args, "max_positions_table", 512)
     set_dropout_defaults(args)
-    args.max_source_positions = getattr(args, "max_source_positions", None) or args.max_positions_table
-    args.max_target_positions = getattr(args, "max_target_positions", None) or args.max_positions_table
+    set_default(args, "max_source_positions", args.max_positions_table)
+    set_default(args, "max_target_positions", args.max_positions_table)
+    require_positive(args, "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads",
+                     "latent_dim", "max_length_classes", "max_positions_table", "max_source_positions",
+                     "max_target_positions")
+    if args.max_length_ratio < 0:
+        raise ValueError(f"--max-length-ratio {args.max_length_ratio}: must be >= 0 (0: at most --max-length-offset "
+                         "tokens)")
 
 
 def _bnb_sizes(args, layers, dim, heads, ffn):

@@ -37,7 +37,8 @@ from fairseq import utils
 from fairseq.models import BaseFairseqModel, register_model, register_model_architecture
 
 from ..modules.block_pruning import ATTENTION, FFN, DynamicBlockPruning, transformer_layer_linears
-from ..modules.backbone_args import add_dropout_args, set_dropout_defaults, set_encoder_sizes
+from ..modules.backbone_args import add_dropout_args, require_positive, set_default, set_dropout_defaults, \
+    set_encoder_sizes
 from ..modules.bert_backbone import BertBackbone, BertBackboneConfig, BertLMHead
 from ..modules.ctc_alignment import ctc_best_alignment
 from ..modules.ctc_generation import CTCGenerationMixin
@@ -257,8 +258,11 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
         args.pretrained_encoder = None
         # source + slots share the position table
         limit = int(backbone.max_positions() // (1 + args.upsample_ratio))
-        args.max_source_positions = min(getattr(args, "max_source_positions", None) or limit, limit)
-        args.max_target_positions = min(getattr(args, "max_target_positions", None) or limit, limit)
+        for name in ("max_source_positions", "max_target_positions"):
+            given = getattr(args, name, None)
+            if given is not None and given < 1:
+                raise ValueError(f"--{name.replace('_', '-')} {given}: must be positive")
+            setattr(args, name, limit if given is None else min(given, limit))
         return cls(args, task.target_dictionary, backbone, lm_head)
 
     def max_positions(self):
@@ -468,26 +472,30 @@ def placeholder_index(dictionary) -> int:
 def deer_base(args):
     """Defaults shared by every DEER size (12 layers, 768 dims, 12 heads, FFN 3072, RoBERTa conventions)."""
     set_encoder_sizes(args, layers=12, dim=768, heads=12, ffn=3072)
-    args.backbone_family = getattr(args, "backbone_family", None) or "roberta"
-    args.max_positions_table = getattr(args, "max_positions_table", None) or 512
-    args.pretrained_encoder = getattr(args, "pretrained_encoder", None)
-    args.backbone_layer_shapes = getattr(args, "backbone_layer_shapes", None)
-    args.backbone_config = getattr(args, "backbone_config", None)
-    args.deer_slot_input = getattr(args, "deer_slot_input", None) or "copy"
-    args.glancing_ratio = getattr(args, "glancing_ratio", None) or "0.5:0.2@300k"
-    args.prune = getattr(args, "prune", False)
-    args.prune_sizes = getattr(args, "prune_sizes", None) or "1.0 0.75 0.5 0.25"
-    args.prune_refresh_interval = getattr(args, "prune_refresh_interval", None) or 200
-    if getattr(args, "prune_lambda", None) is None:
-        args.prune_lambda = 10.0
-    if getattr(args, "prune_size", None) is None:
-        args.prune_size = 1.0
+    set_default(args, "backbone_family", "roberta")
+    set_default(args, "max_positions_table", 512)
+    set_default(args, "pretrained_encoder", None)
+    set_default(args, "backbone_layer_shapes", None)
+    set_default(args, "backbone_config", None)
+    set_default(args, "deer_slot_input", "copy")
+    set_default(args, "glancing_ratio", "0.5:0.2@300k")
+    set_default(args, "prune", False)
+    set_default(args, "prune_sizes", "1.0 0.75 0.5 0.25")
+    set_default(args, "prune_refresh_interval", 200)
+    set_default(args, "prune_lambda", 10.0)
+    set_default(args, "prune_size", 1.0)
     set_dropout_defaults(args)
+    require_positive(args, "max_positions_table")
+    if args.prune_refresh_interval < 1:
+        raise ValueError(f"--prune-refresh-interval {args.prune_refresh_interval}: must be >= 1 (updates between "
+                         "threshold refreshes)")
+    if args.prune_lambda < 0:
+        raise ValueError(f"--prune-lambda {args.prune_lambda}: must be >= 0")
 
 
 def _deer_sizes(args, layers, dim, heads, ffn, family):
     set_encoder_sizes(args, layers, dim, heads, ffn)
-    args.backbone_family = getattr(args, "backbone_family", None) or family
+    set_default(args, "backbone_family", family)
     deer_base(args)
 
 

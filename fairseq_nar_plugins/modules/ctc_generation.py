@@ -38,8 +38,12 @@ class CTCGenerationMixin:
                                 next(self.parameters()).dtype)
 
     def forward_decoder(self, decoder_out, encoder_out, decoding_format=None, **kwargs):
-        """Greedy CTC decoding; rows ``[<s>, tokens, </s>]`` with each token's log-probability."""
+        """Greedy CTC decoding; rows ``[<s>, tokens, </s>]`` with each token's log-probability. ``<s>``, ``</s>``
+        and ``<pad>`` (unless it is the blank) are never emitted (a BERT vocabulary's ``[CLS]`` / ``[SEP]`` would
+        otherwise appear mid-sentence); the next best symbol of the frame takes their place."""
         lprobs, frame_padding_mask = self.ctc_frame_lprobs(encoder_out)
+        never = sorted({self.bos, self.eos, self.pad} - {self.blank})
+        lprobs[:, :, never] = float("-inf")
         tokens, scores = ctc_greedy_collapse(lprobs, frame_padding_mask, self.blank, self.pad)
         output_tokens, output_scores = add_bos_eos(tokens, scores, self.bos, self.eos, self.pad)
         history = decoder_out.history

@@ -38,12 +38,24 @@ class LengthClassifier(nn.Module):
             src_lengths.size(0), -1)
 
     def predict(self, logits: Tensor, src_lengths: Tensor, min_length: int = 2,
-                max_ratio: float = None, max_offset: float = 0.0) -> Tensor:
+                max_ratio: float = None, max_offset: float = 0.0, max_length: int = None) -> Tensor:
         """Most likely lengths ``(B,)`` (at least ``min_length``: ``<s>`` and ``</s>``). With ``max_ratio`` the
         argmax is taken over lengths ``<= max_ratio * src_length + max_offset`` only (fairseq-generate's
-        ``--max-len-a/-b`` for a length classifier: a barely trained classifier cannot ask for 255-token outputs)."""
+        ``--max-len-a/-b`` for a length classifier: a barely trained classifier cannot ask for 255-token outputs).
+        ``max_length`` (the decoder's positions) caps every length, also the offset classes' ``class + S - C/2``."""
         lengths = self.lengths_of_classes(src_lengths)
+        cap = None
         if max_ratio is not None:
-            cap = (max_ratio * src_lengths.to(logits.dtype) + max_offset).floor().clamp(min=min_length)
+            cap = (max_ratio * src_lengths.to(logits.dtype) + max_offset).floor()
+        if max_length is not None:
+            limit = torch.full_like(src_lengths, max_length).to(logits.dtype)
+            cap = limit if cap is None else torch.minimum(cap, limit)
+        if cap is not None:
+            cap = cap.clamp(min=min_length)
             logits = logits.masked_fill(lengths.to(logits.dtype) > cap[:, None], float("-inf"))
+            # every class beyond the cap (a short source with offset classes): the longest length within it
+            none_left = torch.isinf(logits).all(-1)
+            chosen = lengths.gather(1, logits.argmax(-1, keepdim=True)).squeeze(1)
+            chosen = torch.where(none_left, cap.long(), chosen)
+            return torch.minimum(chosen.clamp(min=min_length), cap.long())
         return lengths.gather(1, logits.argmax(-1, keepdim=True)).squeeze(1).clamp(min=min_length)
