@@ -1,105 +1,135 @@
 #!/usr/bin/env bash
-# make bench: every Multi30k en->de system under one fixed wall-clock training budget, then one benchmark run.
-#   1. prepare the data (examples/multi30k/prepare.sh)
-#   2. AR teacher: fairseq transformer, 3+3 layers, 256 dims (the size every system here has)
-#   3. distilled training data from the teacher (scripts/distill.py; greedy unless DISTILL_BEAM is set)
-#   4. on the distilled data: our nat_ctc_transformer and bnb (CTC, random init), fairseq's cmlm_transformer and
-#      vanilla NAT (nonautoregressive_transformer) as peers, and DEER (one 6-layer stack = the 3+3 of the others,
-#      trained with dynamic block pruning; decoded at 0/1/2/4 editor steps, at full size and at 50 %)
-#   5. scripts/benchmark.py --mode full: test_2016_flickr sacreBLEU, batch-1 latency, batch-64 and 4096-token
-#      throughput, FLOPs, profile; report.md, results.csv, plot.png
-#   6. the results table and plot in README.md are replaced by this run's (between the bench markers)
+# make bench: every Multi30k en->de system trained on the same distilled data under one CPU budget, one benchmark run.
+#   1. the AR teacher and its distilled data (examples/multi30k/teacher.sh: trained until its validation BLEU stops
+#      improving, beam-4 distillation; built once, reused by every later run)
+#   2. each system in SYSTEMS trained on the distilled data for MINUTES (one thread each, LANES jobs at a time),
+#      validation sacreBLEU every EVAL_EVERY updates (--eval-bleu), checkpoint_best.pt = best validation BLEU:
+#        nat_ctc_transformer  ours: CTC NAT, 3+3 x 256
+#        bnb / bnb_lc         ours: BERT-NAR-BERT (random init, the 8k joint vocabulary), CTC / length classification
+#        deer                 ours: one 6 x 256 stack (= the 3+3 of the others), CTC + Levenshtein editor, block pruning
+#        cmlm_transformer, nonautoregressive_transformer   fairseq's peers (mask-predict; vanilla NAT)
+#   3. scripts/benchmark.py --mode full on test_2016_flickr (timed) and test_2017_flickr (scored): sacreBLEU with its
+#      signature, chrF, output tokens, batch-1 latency and batch-64 throughput as ratios to AR greedy in the same run,
+#      parameters, % of the matmul peak -> WORK/report (report.md, results.csv, plot.png = the Pareto plot)
+#   4. scripts/learning_curve.py: validation BLEU against CPU-minutes, one line per system -> WORK/report/curve.png
+#   5. README.md's results section and docs/bench.png, docs/curve.png are replaced by this run's
 # Usage: examples/multi30k/bench.sh DATA_DIR WORK_DIR MINUTES_PER_SYSTEM
 # Resumable: each finished step leaves a .done marker; an interrupted training resumes from its checkpoint_last.pt
-# and fairseq counts the training time of earlier runs against the budget.
+# and fairseq counts the time of earlier runs against the budget. To train a system longer, delete its .done marker
+# and rerun with a larger MINUTES.
 set -euo pipefail
 DATA=${1:-../shared/data/multi30k-en-de}
 WORK=${2:-work/bench}
-MINUTES=${3:-20}
+MINUTES=${3:-60}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 USER_DIR=$ROOT/fairseq_nar_plugins
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
-# passive waiting: with busy-waiting OpenMP threads a shared CPU slows training about tenfold
+SYSTEMS=${SYSTEMS:-"nat_ctc_transformer deer bnb bnb_lc cmlm_transformer nonautoregressive_transformer"}
+LANES=${LANES:-$(nproc)}
+EVAL_EVERY=${EVAL_EVERY:-200}
+TEACHER_MINUTES=${TEACHER_MINUTES:-150}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-STOP_HOURS=$(python -c "print($MINUTES / 60)")
-SIZE="--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 \
-  --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4"
-COMMON="--user-dir $USER_DIR --optimizer adam --adam-betas (0.9,0.98) --clip-norm 1.0 --lr-scheduler inverse_sqrt \
-  --warmup-init-lr 1e-07 --max-tokens 2048 --stop-time-hours $STOP_HOURS --max-update 1000000 --cpu \
-  --num-workers 0 --data-buffer-size 0 --seed 1 --no-epoch-checkpoints --log-format simple --log-interval 100"
-# distillation decodes the 29k training sentences with the teacher: beam 1 (greedy) keeps it to minutes on a CPU
-# (fairseq's documented procedure uses beam 4-5: DISTILL_BEAM=4); outputs are capped at 1.2 x source + 10 tokens, so
-# that a budget-trained teacher's repetitions cannot run to fairseq's 200-token default
-DISTILL_BEAM=${DISTILL_BEAM:-1}
+DEVICE_FLAGS=${DEVICE_FLAGS:-$(python -c "import torch; print('' if torch.cuda.is_available() else '--cpu')")}
+export DEVICE_FLAGS
 T0=$(date +%s)
 
-echo "== 1/6 data ($WORK)"
-bash "$HERE/prepare.sh" "$DATA" "$WORK"
+echo "== 1/5 data, AR teacher and distilled data"
+OMP_NUM_THREADS=${TEACHER_THREADS:-$(nproc)} bash "$HERE/teacher.sh" "$DATA" "$WORK" "$TEACHER_MINUTES"
+D=$WORK/bin-distill
+for f in "$WORK"/bin/test1.*; do [ -e "$D/${f##*/}" ] || cp "$f" "$D/"; done
 
-train() {  # NAME DATA_BIN ARGS...
-  local name=$1 bin=$2; shift 2
-  if [ -f "$WORK/ckpt/$name/.done" ]; then echo "reusing $WORK/ckpt/$name"; return; fi
-  echo "-- training $name for $MINUTES minutes"
-  # shellcheck disable=SC2086
-  fairseq-train "$bin" $COMMON --save-dir "$WORK/ckpt/$name" "$@" 2>&1 \
-    | grep --line-buffered -E "valid on|done training|Loaded checkpoint|ERROR|Error" || true
-  [ -f "$WORK/ckpt/$name/checkpoint_last.pt" ] || { echo "ERROR: $name wrote no checkpoint" >&2; exit 1; }
-  touch "$WORK/ckpt/$name/.done"
+SIZE="--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 \
+  --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4"
+STACK="--encoder-layers 3 --encoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --encoder-attention-heads 4"
+EVAL="--eval-bleu --eval-bleu-remove-bpe sentencepiece --eval-bleu-detok space --eval-bleu-interval-updates $EVAL_EVERY \
+  --validate-interval-updates $EVAL_EVERY --best-checkpoint-metric bleu --maximize-best-checkpoint-metric"
+ONE_PASS='{"iter_decode_max_iter": 0}'
+
+flags() {  # the training flags of system $1 (its task, architecture, criterion and optimiser settings)
+  case $1 in
+    nat_ctc_transformer) echo "--task translation_lev_ctc --noise no_noise --arch nat_ctc_transformer_small \
+      --share-all-embeddings --encoder-normalize-before --decoder-normalize-before --dropout 0.1 \
+      --criterion ctc --label-smoothing 0.1 --lr 0.002 --warmup-updates 100" ;;
+    bnb) echo "--task translation_lev_ctc --noise full_mask --arch bnb_tiny --length-mode ctc $STACK \
+      --share-all-embeddings --criterion ctc --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
+    bnb_lc) echo "--task translation_lev_bleu --noise full_mask --arch bnb_tiny --length-mode lc $STACK \
+      --share-all-embeddings --criterion nat_loss --label-smoothing 0.1 --length-loss-factor 0.1 \
+      --lr 0.001 --warmup-updates 200" ;;
+    deer) echo "--task translation_lev_ctc --noise random_delete --arch deer_tiny --encoder-layers 6 \
+      --encoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --share-all-embeddings \
+      --prune --prune-sizes 1.0,0.75,0.5,0.25 --criterion ctc --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
+    cmlm_transformer) echo "--task translation_lev_bleu --noise random_mask --arch cmlm_transformer $SIZE \
+      --share-all-embeddings --apply-bert-init --dropout 0.1 --criterion nat_loss --label-smoothing 0.1 \
+      --length-loss-factor 0.1 --lr 0.001 --warmup-updates 200" ;;
+    nonautoregressive_transformer) echo "--task translation_lev_bleu --noise full_mask \
+      --arch nonautoregressive_transformer $SIZE --share-all-embeddings --apply-bert-init --src-embedding-copy \
+      --pred-length-offset --length-loss-factor 0.1 --dropout 0.1 --criterion nat_loss --label-smoothing 0.1 \
+      --lr 0.001 --warmup-updates 200" ;;
+    *) echo "ERROR: unknown system '$1' in SYSTEMS (known: nat_ctc_transformer bnb bnb_lc deer cmlm_transformer \
+nonautoregressive_transformer)" >&2; return 1 ;;
+  esac
+}
+eval_args() {  # validation decoding: one pass, except the iterative systems' headline settings
+  case $1 in
+    deer) echo '{"iter_decode_max_iter": 2}' ;;
+    cmlm_transformer) echo '{"iter_decode_max_iter": 9}' ;;
+    *) echo "$ONE_PASS" ;;
+  esac
+}
+for s in $SYSTEMS; do flags "$s" >/dev/null; done  # unknown names fail before any training
+
+train() {  # NAME: train one system (one thread), resumable; log in WORK/ckpt/NAME/train.log
+  local name=$1 dir=$WORK/ckpt/$1
+  if [ -f "$dir/.done" ]; then echo "reusing $dir"; return; fi
+  mkdir -p "$dir"
+  echo "-- training $name for $MINUTES minutes (log: $dir/train.log)"
+  # shellcheck disable=SC2046,SC2086
+  OMP_NUM_THREADS=1 fairseq-train "$D" --user-dir "$USER_DIR" $(flags "$name") $EVAL --eval-bleu-args "$(eval_args "$name")" \
+    --optimizer adam --adam-betas '(0.9,0.98)' --clip-norm 1.0 --lr-scheduler inverse_sqrt --warmup-init-lr 1e-07 \
+    --max-tokens 2048 --stop-time-hours "$(python -c "print($MINUTES / 60)")" --max-update 1000000 \
+    --save-dir "$dir" --no-epoch-checkpoints --save-interval-updates "$EVAL_EVERY" --keep-interval-updates 1 \
+    $DEVICE_FLAGS --num-workers 0 --data-buffer-size 0 --seed 1 --log-format simple --log-interval 100 \
+    >> "$dir/train.log" 2>&1 || { echo "ERROR: $name failed; the end of $dir/train.log:" >&2; tail -n 20 "$dir/train.log" >&2; return 1; }
+  [ -f "$dir/checkpoint_best.pt" ] || { echo "ERROR: $name wrote no checkpoint_best.pt (see $dir/train.log)" >&2; return 1; }
+  grep "valid on" "$dir/train.log" | tail -n 1
+  touch "$dir/.done"
 }
 
-echo "== 2/6 AR teacher (transformer, $MINUTES min)"
-# shellcheck disable=SC2086
-train transformer "$WORK/bin" --task translation --arch transformer $SIZE --share-all-embeddings \
-  --dropout 0.1 --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --lr 0.001 --warmup-updates 300
+echo "== 2/5 NAR systems on the distilled data: $SYSTEMS ($MINUTES min each, $LANES at a time)"
+read -r -a ALL <<< "$SYSTEMS"
+pids=()
+for ((lane = 0; lane < LANES; lane++)); do
+  ( for ((i = lane; i < ${#ALL[@]}; i += LANES)); do train "${ALL[$i]}"; done ) &
+  pids+=($!)
+done
+fail=0; for p in "${pids[@]}"; do wait "$p" || fail=1; done
+[ $fail = 0 ] || { echo "ERROR: a training lane failed (see above)" >&2; exit 1; }
 
-echo "== 3/6 distilled training data"
-if [ ! -f "$WORK/bin-distill/.done" ]; then
-  python "$ROOT/scripts/distill.py" --data-bin "$WORK/bin" --out-bin "$WORK/bin-distill" \
-    --teacher "$WORK/ckpt/transformer/checkpoint_last.pt" --beam "$DISTILL_BEAM" --max-tokens 8000 --cpu --workers 2 \
-    --generate-args "--max-len-a 1.2 --max-len-b 10"
-  touch "$WORK/bin-distill/.done"
-else echo "reusing $WORK/bin-distill"; fi
-D="$WORK/bin-distill"
+echo "== 3/5 benchmark (full mode, test_2016_flickr timed, test_2017_flickr scored)"
+CKPTS=(--checkpoint "transformer=$WORK/ckpt/transformer/checkpoint_best.pt")
+MARGS=(--model-args "transformer=--max-len-a 1.2 --max-len-b 10")
+for s in $SYSTEMS; do
+  CKPTS+=(--checkpoint "$s=$WORK/ckpt/$s/checkpoint_best.pt")
+  if [ "$s" = deer ]; then
+    CKPTS+=(--checkpoint "deer@50%=$WORK/ckpt/deer/checkpoint_best.pt")
+    MARGS+=(--model-args "deer@50%=--model-overrides {'prune_size':0.5}")
+  fi
+done
+OMP_NUM_THREADS=${BENCH_THREADS:-1} python "$ROOT/scripts/benchmark.py" --mode full --out-dir "$WORK/report" \
+  --data "$WORK/bin" --reference "$WORK/spm/raw/test_2016_flickr.de" \
+  --extra-test "test1=$WORK/spm/raw/test_2017_flickr.de" --threads "${BENCH_THREADS:-1}" \
+  --latency-sentences "${LATENCY_SENTENCES:-64}" --repeats "${BENCH_REPEATS:-3}" \
+  --fairseq-args "--bpe sentencepiece --sentencepiece-model $WORK/spm/spm.model" "${CKPTS[@]}" "${MARGS[@]}"
 
-echo "== 4/6 NAR systems on distilled data ($MINUTES min each)"
-# shellcheck disable=SC2086
-train nat_ctc_transformer "$D" --task translation_lev_ctc --noise no_noise --arch nat_ctc_transformer_small \
-  --share-all-embeddings --encoder-normalize-before --decoder-normalize-before --dropout 0.1 \
-  --criterion ctc --label-smoothing 0.1 --lr 0.002 --warmup-updates 100
-# shellcheck disable=SC2086
-train bnb "$D" --task translation_lev_ctc --noise full_mask --arch bnb_tiny --length-mode ctc \
-  --encoder-layers 3 --encoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --encoder-attention-heads 4 \
-  --criterion ctc --label-smoothing 0.1 --lr 0.001 --warmup-updates 300
-# shellcheck disable=SC2086
-train cmlm_transformer "$D" --task translation_lev --noise random_mask --arch cmlm_transformer $SIZE \
-  --share-all-embeddings --apply-bert-init --dropout 0.1 --criterion nat_loss --label-smoothing 0.1 \
-  --length-loss-factor 0.1 --lr 0.001 --warmup-updates 300
-# shellcheck disable=SC2086
-train nonautoregressive_transformer "$D" --task translation_lev --noise full_mask \
-  --arch nonautoregressive_transformer $SIZE --share-all-embeddings --apply-bert-init --src-embedding-copy \
-  --pred-length-offset --length-loss-factor 0.1 --dropout 0.1 --criterion nat_loss --label-smoothing 0.1 \
-  --lr 0.001 --warmup-updates 300
+echo "== 4/5 learning curves"
+CURVES=("AR teacher=$WORK/ckpt/transformer/train.log")
+for s in $SYSTEMS; do CURVES+=("$s=$WORK/ckpt/$s/train.log"); done
+python "$ROOT/scripts/learning_curve.py" "${CURVES[@]}" --threads 1 --csv "$WORK/report/curve.csv" \
+  --png "$WORK/report/curve.png"
 
-# shellcheck disable=SC2086
-train deer "$D" --task translation_lev_ctc --noise random_delete --arch deer_tiny --encoder-layers 6 \
-  --encoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --share-all-embeddings \
-  --prune --prune-sizes "1.0 0.75 0.5 0.25" --criterion ctc --label-smoothing 0.1 --lr 0.001 --warmup-updates 300
-
-echo "== 5/6 benchmark (full mode)"
-python "$ROOT/scripts/benchmark.py" --mode full --out-dir "$WORK/report" --data "$WORK/bin" \
-  --reference "$WORK/spm/raw/test_2016_flickr.de" --threads "$OMP_NUM_THREADS" --latency-sentences 64 \
-  --fairseq-args "--bpe sentencepiece --sentencepiece-model $WORK/spm/spm.model" \
-  --checkpoint "transformer=$WORK/ckpt/transformer/checkpoint_last.pt" \
-  --checkpoint "nat_ctc_transformer=$WORK/ckpt/nat_ctc_transformer/checkpoint_last.pt" \
-  --checkpoint "bnb=$WORK/ckpt/bnb/checkpoint_last.pt" \
-  --checkpoint "cmlm_transformer=$WORK/ckpt/cmlm_transformer/checkpoint_last.pt" \
-  --checkpoint "nonautoregressive_transformer=$WORK/ckpt/nonautoregressive_transformer/checkpoint_last.pt" \
-  --checkpoint "deer=$WORK/ckpt/deer/checkpoint_last.pt" --checkpoint "deer@50%=$WORK/ckpt/deer/checkpoint_last.pt" \
-  --model-args "deer@50%=--model-overrides {'prune_size':0.5}"
-
-echo "== 6/6 README results"
+echo "== 5/5 README results"
 python "$ROOT/scripts/update_readme_results.py" --readme "$ROOT/README.md" --report "$WORK/report/report.md" \
   --plot "$WORK/report/plot.png" --plot-dest "$ROOT/docs/bench.png" \
-  --note "make bench, $MINUTES minutes of training per system on this machine ($(nproc) cores), total $(( ($(date +%s) - T0) / 60 )) minutes"
+  --note "make bench: every system trained $MINUTES CPU-minutes (one thread) on the teacher-distilled data, $(nproc) cores, total $(( ($(date +%s) - T0) / 60 )) minutes"
+cp "$WORK/report/curve.png" "$ROOT/docs/curve.png"
 echo "== done in $(( $(date +%s) - T0 )) s; report in $WORK/report"
