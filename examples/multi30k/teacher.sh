@@ -31,7 +31,7 @@ echo "== teacher 2/3 AR transformer until valid BLEU stops improving (patience $
 if [ -f "$T/.done" ]; then echo "reusing $T"; else
   mkdir -p "$T"
   # shellcheck disable=SC2086
-  fairseq-train "$WORK/bin" --task translation --arch transformer \
+  fairseq-train "$WORK/bin" --user-dir "$ROOT/fairseq_nar_plugins" --task translation --arch transformer \
     --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 \
     --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 \
     --share-all-embeddings --dropout 0.2 --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
