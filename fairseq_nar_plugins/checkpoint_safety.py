@@ -23,6 +23,14 @@ try:  # numpy >= 2 pickles scalars as numpy._core.multiarray.scalar, older numpy
 except ImportError:  # pragma: no cover - numpy < 2
     from numpy.core.multiarray import scalar as _np_scalar
 SAFE_GLOBALS.append(_np_scalar)
+# numpy arrays: fairseq's translation task with --eval-bleu keeps BLEU n-gram counts as arrays in the metrics state
+# it saves (extra_state["metrics"]). _reconstruct only builds an empty array of an allow-listed subtype and dtype; its
+# contents (object arrays included) go through the same restricted unpickler.
+try:
+    from numpy._core.multiarray import _reconstruct as _np_reconstruct
+except ImportError:  # pragma: no cover - numpy < 2
+    from numpy.core.multiarray import _reconstruct as _np_reconstruct
+SAFE_GLOBALS += [_np_reconstruct, np.ndarray]
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
