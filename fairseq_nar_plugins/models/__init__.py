@@ -2,3 +2,4 @@
 from . import bnb, bnb_classifier, nat_ctc_transformer  # noqa: F401
 from . import deer  # noqa: F401,E402
 from . import mlae  # noqa: F401,E402
+from . import elmer  # noqa: F401,E402
