@@ -369,6 +369,34 @@ def test_training_samples_sizes_and_checkpoint_keeps_scores_and_thresholds():
     assert fresh.pruning.thresholds[(FFN, 0.5)] == keep_threshold(scores, 0.5)
 
 
+def test_validation_keeps_the_training_threshold_cadence():
+    """A validation pass uses generation-size thresholds recomputed from the current scores, then training goes on
+    with its own thresholds and refreshes them --prune-refresh-interval updates after the last refresh, not right
+    after every validation."""
+    model, d = tiny_deer(prune=True, prune_refresh_interval=10)
+    src, tgt = rows(d, [[1, 2, 3]]), rows(d, [[4, 5, 6]])
+    model.train()
+    model.set_num_updates(0)
+    model(src, None, None, tgt)
+    assert model.pruning._thresholds_at == 0
+    trained = dict(model.pruning.thresholds)
+    with torch.no_grad():
+        for scores in model.pruning.scores.values():  # the scores move between refreshes
+            scores.add_(torch.randn_like(scores))
+    model.eval()
+    model.set_num_updates(5)
+    with torch.no_grad():
+        model(src, None, None, tgt)  # validation
+    assert model.pruning._thresholds_at is None  # generation's thresholds, from the moved scores
+    model.train()
+    model.set_num_updates(6)
+    model(src, None, None, tgt)
+    assert model.pruning._thresholds_at == 0 and model.pruning.thresholds == trained
+    model.set_num_updates(10)
+    model(src, None, None, tgt)
+    assert model.pruning._thresholds_at == 10
+
+
 # --------------------------------------------------------------------------------------------------- flag errors
 def test_bad_flags_name_the_flag():
     with pytest.raises(ValueError, match="--prune-size"):

@@ -169,6 +169,7 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
         elif args.prune_size < 1.0:
             raise ValueError(f"--prune-size {args.prune_size} needs a model trained with --prune")
         self._generation_size_ready = False
+        self._training_thresholds = None  # (thresholds, refreshed at) of training while generation's are in force
         object.__setattr__(self, "encoder", _EncoderOutReorder())
 
     # ------------------------------------------------------------------------------------------------- flags
@@ -285,6 +286,9 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
         """Sample this update's model size (identical on every rank) and keep the threshold buffers current."""
         if self.pruning is None:
             return
+        if self._training_thresholds is not None:  # back from validation: training's thresholds and cadence
+            self.pruning.thresholds, self.pruning._thresholds_at = self._training_thresholds
+            self._training_thresholds = None
         self.pruning.set_size(self.pruning.sample_size(self.num_updates, seed=getattr(self.args, "seed", 1)),
                               self.num_updates)
         self._generation_size_ready = False
@@ -299,6 +303,9 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
         """Outside training: ``--prune-size``, thresholds recomputed from the current scores (exact fractions)."""
         if self.pruning is None or self._generation_size_ready:
             return
+        if self._training_thresholds is None:
+            # kept for the next training update: validation must not restart the --prune-refresh-interval cadence
+            self._training_thresholds = (dict(self.pruning.thresholds), self.pruning._thresholds_at)
         self.pruning.set_size(self.prune_size)
         self.pruning.refresh_thresholds(None)
         self._generation_size_ready = True
@@ -325,6 +332,7 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
             at = int(self.prune_thresholds_at)
             self.pruning._thresholds_at = None if at < 0 else at
             self._generation_size_ready = False
+            self._training_thresholds = None
         return out
 
     # ------------------------------------------------------------------------------------------ encoder pass
@@ -381,6 +389,10 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
         terms = {"ctc": {"ctc": True, "out": self.lm_head(enc["slot_states"]), "out_mask": ~slot_padding,
                          "tgt": ctc_targets, "blank": self.blank, "nll_loss": True}}
         if prev_output_tokens is not None:
+            # The editor reads the cached source states without detaching them (a choice; the paper says only
+            # "cached hidden states"): its losses also train the shared stack through the source positions of the
+            # CTC pass, as they would if the editor ran the whole stack over [source ; editor tokens]. Detaching
+            # would save that backward work and memory but leave the source side to the CTC term alone.
             features = lambda tokens: self.editor_features(enc, tokens)  # noqa: E731
             terms.update(editor_training_terms(
                 features, self.lm_head, self.editor_heads, prev_output_tokens, tgt_tokens, self.pad, self.placeholder,
