@@ -1,7 +1,9 @@
 """One rank of the distributed test: scripts/train_distributed_cpu.py, plus a dump of this rank's trainer state.
 
 Usage (under torchrun): dist_train_rank.py DUMP_DIR fairseq-train-args...
-Writes DUMP_DIR/rank{R}.pt with the initial and final parameters and the number of updates of this rank.
+Writes DUMP_DIR/rank{R}.pt with the initial and final parameters, the number of updates of this rank and which DDP
+wrapper trained it (``ddp``: the class name inside fairseq's ModuleProxyWrapper; ``torch_ddp``: whether it is torch's
+DistributedDataParallel).
 """
 import os
 import sys
@@ -30,7 +32,10 @@ def main():
     fairseq_cli.train.Trainer = RecordingTrainer
     train_distributed_cpu.main(argv)
     trainer = captured["trainer"]
+    wrapper = getattr(trainer.model, "module", trainer.model)
     torch.save({
+        "ddp": type(wrapper).__name__,
+        "torch_ddp": isinstance(wrapper, torch.nn.parallel.DistributedDataParallel),
         "rank": int(os.environ["RANK"]),
         "num_updates": trainer.get_num_updates(),
         "initial": captured["initial"],
