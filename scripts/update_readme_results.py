@@ -7,6 +7,12 @@ next to the README.
         --plot work/bench/report/plot.png --plot-dest docs/bench.png --note "how it was made"
     python scripts/update_readme_results.py --readme README.md --report work/bnb-m30k/report/report.md \\
         --section bnb-table --drop-sections "NAR / AR ratios" "Batch-1 profile" --note "..."
+    # a short table for a front page (the full report kept elsewhere, e.g. docs/benchmark.md):
+    python scripts/update_readme_results.py --readme README.md --report work/bench/report/report.md \\
+        --table-only --columns system "speed-up vs AR" "x AR @batch 64" sacreBLEU \\
+        --footer "Full report: [docs/benchmark.md](docs/benchmark.md)"
+
+The file given as --readme can be any markdown file with the markers (docs/benchmark.md holds the full reports).
 """
 import argparse
 import os
@@ -26,6 +32,49 @@ def drop_sections(report: str, titles) -> str:
         if not skipping:
             out.append(line)
     return "".join(out)
+
+
+def results_table(report: str) -> str:
+    """The first markdown table of ``report`` (its consecutive lines starting with ``|``): the results table of
+    scripts/benchmark.py, without the run description and the ``## `` sections."""
+    lines = report.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
+    if start is None:
+        raise ValueError("the report has no markdown table")
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return "\n".join(lines[start:end])
+
+
+def _cells(line: str):
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def qualified_headers(headers):
+    """Headers made unique: a header that occurs more than once (the benchmark's ``x AR`` after each throughput
+    column) gets the ``@...`` part of the header before it, e.g. ``x AR @batch 64``."""
+    out = []
+    for i, h in enumerate(headers):
+        if headers.count(h) > 1 and i > 0 and "@" in headers[i - 1]:
+            h = f"{h} {headers[i - 1][headers[i - 1].index('@'):]}"
+        out.append(h)
+    return out
+
+
+def select_columns(table: str, columns) -> str:
+    """``table`` (a markdown table) with only ``columns`` (header texts as :func:`qualified_headers` names them), in
+    that order; raises naming a column the table does not have."""
+    lines = table.splitlines()
+    headers = qualified_headers(_cells(lines[0]))
+    missing = [c for c in columns if c not in headers]
+    if missing:
+        raise ValueError(f"the report's table has no column {missing}; its columns: {headers}")
+    keep = [headers.index(c) for c in columns]
+    rows = [_cells(line) for line in lines[2:]]
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(row[i] if i < len(row) else "" for i in keep) + " |" for row in rows]
+    return "\n".join(out)
 
 
 def replace_section(readme_text: str, body: str, section: str = "bench") -> str:
@@ -50,11 +99,31 @@ def main(argv=None):
                         "(default bench)")
     p.add_argument("--drop-sections", nargs="*", default=[], metavar="TITLE",
                    help="leave out these '## TITLE' sections of the report (e.g. 'NAR / AR ratios')")
+    p.add_argument("--table-only", action="store_true",
+                   help="write only the report's results table (no run description, no '## ' sections): for a "
+                        "front page whose full report lives elsewhere")
+    p.add_argument("--columns", nargs="+", metavar="HEADER",
+                   help="with --table-only: keep these columns, in this order, named by their header text; a "
+                        "repeated header takes the '@...' of the column before it ('x AR @batch 64', 'x AR "
+                        "@max-tokens 4096')")
+    p.add_argument("--footer", default="", help="a line written after the table (and plot), e.g. a link to the full "
+                                                 "report")
     args = p.parse_args(argv)
+    if args.columns and not args.table_only:
+        p.error("--columns needs --table-only")
     for path in (args.readme, args.report):
         if not os.path.isfile(path):
             sys.exit(f"ERROR: file not found: {path}")
-    body = drop_sections(open(args.report, encoding="utf-8").read(), set(args.drop_sections))
+    report = open(args.report, encoding="utf-8").read()
+    try:
+        if args.table_only:
+            body = results_table(report)
+            if args.columns:
+                body = select_columns(body, args.columns)
+        else:
+            body = drop_sections(report, set(args.drop_sections))
+    except ValueError as e:
+        sys.exit(f"ERROR: {args.report}: {e}")
     if args.note:
         body = f"_{args.note}_\n\n{body}"
     if args.plot and args.plot_dest and os.path.isfile(args.plot):
@@ -62,6 +131,8 @@ def main(argv=None):
         shutil.copy(args.plot, args.plot_dest)
         rel = os.path.relpath(args.plot_dest, os.path.dirname(os.path.abspath(args.readme)))
         body += f"\n\n![quality against batch-1 latency]({rel})\n"
+    if args.footer:
+        body = f"{body.rstrip()}\n\n{args.footer}\n"
     text = open(args.readme, encoding="utf-8").read()
     try:
         text = replace_section(text, body, args.section)
