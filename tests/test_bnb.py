@@ -328,6 +328,47 @@ def test_architecture_defaults_keep_a_given_zero():
         tiny_bnb("lc", max_length_ratio=-1.0)
 
 
+def test_length_statistics_definitions():
+    from scripts_loader import load_script
+
+    stats = load_script("length_accuracy").length_stats([5, 7, 9], [5, 8, 12])
+    assert stats == pytest.approx({"sentences": 3, "exact": 1 / 3, "within_1": 2 / 3, "within_2": 2 / 3,
+                                   "mae": 4 / 3, "mean_error": -4 / 3})
+
+
+def test_length_accuracy_script_reports_the_model_s_own_lengths(toy_data_bin, tmp_path):
+    """scripts/length_accuracy.py on an untrained bnb-lc checkpoint: references are the test targets' lengths (words
+    + <s> + </s>), predictions are what the model predicts for each sentence alone, and the table is their
+    statistics."""
+    from fairseq import checkpoint_utils
+    from scripts_loader import load_script
+
+    ckpt = str(tmp_path / "init.pt")
+    load_script("save_initial_checkpoint").main([
+        toy_data_bin, "--output", ckpt, "--user-dir", USER_DIR, "--task", "translation_lev", "--noise", "full_mask",
+        "--arch", "bnb_tiny", "--length-mode", "lc", "--pred-length-offset", "--criterion", "nat_loss",
+        "--optimizer", "adam", "--lr", "1e-4", "--max-tokens", "1024", "--cpu", "--seed", "1"])
+    script = load_script("length_accuracy")
+    argv = [toy_data_bin, ckpt, "--gen-subset", "test", "--cpu", "--json", str(tmp_path / "lengths.json")]
+    lengths = script.predict_lengths(ckpt, script.get_parser().parse_args(argv))
+    refs = [len(line.split()) + 2 for line in open(os.path.join(os.path.dirname(toy_data_bin), "raw", "test.tgt"))]
+    assert lengths["reference"] == refs
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([ckpt], arg_overrides={"data": toy_data_bin})
+    model = models[0].eval()
+    task.load_dataset("test")
+    for i in range(5):
+        src = task.dataset("test")[i]["source"][None, :]
+        with torch.no_grad():
+            enc = model.forward_encoder([src, None])
+            alone = int(model.initialize_output_tokens(enc, src).output_tokens.ne(task.target_dictionary.pad()).sum())
+        assert lengths["generated"][i] == alone
+    results, baselines = script.main(argv)
+    assert results[ckpt]["generated"] == script.length_stats(lengths["generated"], refs)
+    assert baselines["source"] == script.length_stats(lengths["source"], refs)
+    import json
+    assert json.load(open(tmp_path / "lengths.json"))["checkpoints"][ckpt]["argmax"]["sentences"] == len(refs)
+
+
 def _train_and_generate(toy_data_bin, tmp_path, task, criterion, mode, extra_gen=()):
     save = str(tmp_path / mode)
     run_cli("fairseq_cli.train", [
