@@ -89,7 +89,7 @@ def replace_section(readme_text: str, body: str, section: str = "bench") -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--readme", required=True, help="README.md to update in place")
+    p.add_argument("--readme", required=True, help="markdown file to update in place (README.md, docs/benchmark.md, ...)")
     p.add_argument("--report", required=True, help="report.md written by scripts/benchmark.py")
     p.add_argument("--plot", help="plot.png written by scripts/benchmark.py")
     p.add_argument("--plot-dest", help="where to copy the plot (linked from the README)")
