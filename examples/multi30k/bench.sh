@@ -5,8 +5,10 @@
 #   2. each system in SYSTEMS trained on the distilled data for MINUTES (one thread each, LANES jobs at a time),
 #      validation sacreBLEU every EVAL_EVERY updates (--eval-bleu), checkpoint_best.pt = best validation BLEU:
 #        nat_ctc_transformer  ours: CTC NAT, 3+3 x 256
+#        nat_ctc_warm         the same, post-LN like the teacher and warm-started from its weights (--init-from-checkpoint)
 #        bnb / bnb_lc         ours: BERT-NAR-BERT (random init, the 8k joint vocabulary), CTC / length classification
 #        deer                 ours: one 6 x 256 stack (= the 3+3 of the others), CTC + Levenshtein editor, block pruning
+#        elmer                ours: early-exit NAR decoder over a [MASK] canvas (soft exit; LPLM loss), 3+3 x 256
 #        cmlm_transformer, nonautoregressive_transformer   fairseq's peers (mask-predict; vanilla NAT)
 #   3. scripts/benchmark.py --mode full on test_2016_flickr (timed) and test_2017_flickr (scored): sacreBLEU with its
 #      signature, chrF, output tokens, batch-1 latency and batch-64 throughput as ratios to AR greedy in the same run,
@@ -24,7 +26,7 @@ MINUTES=${3:-60}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 USER_DIR=$ROOT/fairseq_nar_plugins
-SYSTEMS=${SYSTEMS:-"nat_ctc_transformer deer bnb bnb_lc cmlm_transformer nonautoregressive_transformer"}
+SYSTEMS=${SYSTEMS:-"nat_ctc_transformer nat_ctc_warm deer bnb bnb_lc elmer cmlm_transformer nonautoregressive_transformer"}
 LANES=${LANES:-$(nproc)}
 EVAL_EVERY=${EVAL_EVERY:-200}
 TEACHER_MINUTES=${TEACHER_MINUTES:-150}
@@ -50,6 +52,9 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
     nat_ctc_transformer) echo "--task translation_lev_ctc --noise no_noise --arch nat_ctc_transformer_small \
       --share-all-embeddings --encoder-normalize-before --decoder-normalize-before --dropout 0.1 \
       --criterion ctc --label-smoothing 0.1 --lr 0.002 --warmup-updates 100" ;;
+    nat_ctc_warm) echo "--task translation_lev_ctc --noise no_noise --arch nat_ctc_transformer_small \
+      --share-all-embeddings --dropout 0.1 --init-from-checkpoint $WORK/ckpt/transformer/checkpoint_best.pt \
+      --criterion ctc --label-smoothing 0.1 --lr 0.0007 --warmup-updates 100" ;;
     bnb) echo "--task translation_lev_ctc --noise full_mask --arch bnb_tiny --length-mode ctc $STACK \
       --share-all-embeddings --criterion ctc --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
     bnb_lc) echo "--task translation_lev_bleu --noise full_mask --arch bnb_tiny --length-mode lc $STACK \
@@ -65,8 +70,11 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
       --arch nonautoregressive_transformer $SIZE --share-all-embeddings --apply-bert-init --src-embedding-copy \
       --pred-length-offset --length-loss-factor 0.1 --dropout 0.1 --criterion nat_loss --label-smoothing 0.1 \
       --lr 0.001 --warmup-updates 200" ;;
-    *) echo "ERROR: unknown system '$1' in SYSTEMS (known: nat_ctc_transformer bnb bnb_lc deer cmlm_transformer \
-nonautoregressive_transformer)" >&2; return 1 ;;
+    elmer) echo "--task translation_lev_bleu --noise full_mask --arch elmer_small --exit-mode soft \
+      --share-all-embeddings --criterion layer_permutation --canvas-ratio 2 --canvas-offset 4 --canvas-max-length 128 \
+      --dropout 0.1 --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
+    *) echo "ERROR: unknown system '$1' in SYSTEMS (known: nat_ctc_transformer nat_ctc_warm bnb bnb_lc deer elmer \
+cmlm_transformer nonautoregressive_transformer)" >&2; return 1 ;;
   esac
 }
 eval_args() {  # validation decoding: one pass, except the iterative systems' headline settings
@@ -109,7 +117,12 @@ echo "== 3/5 benchmark (full mode, test_2016_flickr timed, test_2017_flickr scor
 CKPTS=(--checkpoint "transformer=$WORK/ckpt/transformer/checkpoint_best.pt")
 MARGS=(--model-args "transformer=--max-len-a 1.2 --max-len-b 10")
 for s in $SYSTEMS; do
-  CKPTS+=(--checkpoint "$s=$WORK/ckpt/$s/checkpoint_best.pt")
+  case $s in  # the benchmark's model names (evaluation/registry.py); a label tells two checkpoints of one model apart
+    nat_ctc_warm) CKPTS+=(--checkpoint "nat_ctc_transformer@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
+    elmer) CKPTS+=(--checkpoint "elmer=$WORK/ckpt/$s/checkpoint_best.pt" \
+                   --checkpoint "elmer_hard=$WORK/ckpt/$s/checkpoint_best.pt") ;;
+    *) CKPTS+=(--checkpoint "$s=$WORK/ckpt/$s/checkpoint_best.pt") ;;
+  esac
   if [ "$s" = deer ]; then
     CKPTS+=(--checkpoint "deer@50%=$WORK/ckpt/deer/checkpoint_best.pt")
     MARGS+=(--model-args "deer@50%=--model-overrides {'prune_size':0.5}")
