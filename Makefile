@@ -12,11 +12,11 @@ PIP := $(PY) -m pip
 PINS := requirements/pins.txt
 STAMP := $(VENV)/.installed
 
-# demo settings (override on the command line: make demo DATA=/path/to/multi30k STUDENT_MINUTES=20)
+# demo settings (override on the command line: make demo DATA=/path/to/multi30k STUDENT_UPDATES=1000)
 DATA ?= ../shared/data/multi30k-en-de
 WORK ?= work/demo
-STUDENT_MINUTES ?= 12
-TEACHER_MINUTES ?= 14
+STUDENT_UPDATES ?= 500
+TEACHER_UPDATES ?= 800
 
 # bench settings: training minutes per system (each on one core, as many at a time as there are cores)
 BENCH_WORK ?= work/bench
@@ -34,7 +34,7 @@ test: install
 	$(VENV)/bin/python -m pytest tests
 
 demo: install
-	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/multi30k/demo.sh "$(DATA)" "$(WORK)" "$(STUDENT_MINUTES)" "$(TEACHER_MINUTES)"
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/multi30k/demo.sh "$(DATA)" "$(WORK)" "$(STUDENT_UPDATES)" "$(TEACHER_UPDATES)"
 
 bench: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/multi30k/bench.sh "$(DATA)" "$(BENCH_WORK)" "$(BENCH_MINUTES)"

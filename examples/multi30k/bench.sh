@@ -16,6 +16,7 @@
 #   4. scripts/learning_curve.py: validation BLEU against CPU-minutes, one line per system -> WORK/report/curve.png
 #   5. README.md's results section and docs/bench.png, docs/curve.png are replaced by this run's
 # Usage: examples/multi30k/bench.sh DATA_DIR WORK_DIR MINUTES_PER_SYSTEM
+# TRAIN_ONLY=1 stops after step 2 (e.g. to train some SYSTEMS now and benchmark all of them later).
 # Resumable: each finished step leaves a .done marker; an interrupted training resumes from its checkpoint_last.pt
 # and fairseq counts the time of earlier runs against the budget. To train a system longer, delete its .done marker
 # and rerun with a larger MINUTES.
@@ -112,6 +113,7 @@ for ((lane = 0; lane < LANES; lane++)); do
 done
 fail=0; for p in "${pids[@]}"; do wait "$p" || fail=1; done
 [ $fail = 0 ] || { echo "ERROR: a training lane failed (see above)" >&2; exit 1; }
+if [ "${TRAIN_ONLY:-0}" = 1 ]; then echo "== TRAIN_ONLY=1: stopping after training"; exit 0; fi
 
 echo "== 3/5 benchmark (full mode, test_2016_flickr timed, test_2017_flickr scored)"
 CKPTS=(--checkpoint "transformer=$WORK/ckpt/transformer/checkpoint_best.pt")

@@ -2,14 +2,16 @@
 # The main job: a non-autoregressive model that translates Multi30k en->de, trained here, on the CPU (or a GPU when
 # torch sees one), in one command.
 #   1. data: joint sentencepiece (8k) and fairseq-preprocess (examples/multi30k/prepare.sh)
-#   2. AR teacher: fairseq transformer 3+3 x 256, TEACHER_MINUTES (examples/multi30k/teacher.sh; a teacher already in
-#      WORK_DIR, e.g. make bench's converged one when WORK_DIR is its work directory, is reused as it is)
+#   2. AR teacher: fairseq transformer 3+3 x 256, TEACHER_UPDATES updates (examples/multi30k/teacher.sh; a teacher
+#      already in WORK_DIR, e.g. make bench's converged one when WORK_DIR is its work directory, is reused as it is)
 #   3. sequence-level distillation of the training set with the teacher (greedy, fairseq's procedure with beam 1)
 #   4. NAR student: nat_ctc_transformer (3+3 x 256, CTC over 2x source frames, one decoder pass), warm-started from
-#      the teacher's weights (--init-from-checkpoint) and trained STUDENT_MINUTES on the distilled data
+#      the teacher's weights (--init-from-checkpoint) and trained STUDENT_UPDATES updates on the distilled data
 #   5. fairseq-generate test_2016_flickr with the student (one pass) and the teacher (greedy): sacreBLEU with its
 #      signature, decoding time, and five source / reference / NAR / AR examples
-# Usage: examples/multi30k/demo.sh DATA_DIR WORK_DIR [STUDENT_MINUTES] [TEACHER_MINUTES]
+# Usage: examples/multi30k/demo.sh DATA_DIR WORK_DIR [STUDENT_UPDATES] [TEACHER_UPDATES]
+#   Budgets are in updates, so that every machine trains the same models (2,048-token batches); the wall time
+#   depends on the machine (see README). MAX_MINUTES (default 60) caps each of the two trainings all the same.
 #   DATA_DIR  holds {train,valid,test_2016_flickr}.{en,de}, raw text (default ../shared/data/multi30k-en-de).
 #             Outside this environment, get it with:
 #               for f in train val test_2016_flickr; do wget https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/$f.{en,de}.gz; done
@@ -18,8 +20,9 @@
 set -euo pipefail
 DATA=${1:-../shared/data/multi30k-en-de}
 WORK=${2:-work/demo}
-STUDENT_MINUTES=${3:-12}
-TEACHER_MINUTES=${4:-14}
+STUDENT_UPDATES=${3:-500}
+TEACHER_UPDATES=${4:-800}
+MAX_MINUTES=${MAX_MINUTES:-60}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 USER_DIR=$ROOT/fairseq_nar_plugins
@@ -30,15 +33,15 @@ DEVICE_FLAGS=${DEVICE_FLAGS:-$(python -c "import torch; print('' if torch.cuda.i
 export DEVICE_FLAGS
 T0=$(date +%s)
 
-echo "== 1-3/5 data, AR teacher ($TEACHER_MINUTES min) and greedy distillation ($WORK)"
+echo "== 1-3/5 data, AR teacher ($TEACHER_UPDATES updates) and greedy distillation ($WORK)"
 # the teacher validates once per epoch only (VALIDATE_EVERY), and distils greedily: minutes, not hours
-VALIDATE_EVERY=${VALIDATE_EVERY:-100000} DISTILL_BEAM=${DISTILL_BEAM:-1} \
-  bash "$HERE/teacher.sh" "$DATA" "$WORK" "$TEACHER_MINUTES"
+MAX_UPDATE=$TEACHER_UPDATES VALIDATE_EVERY=${VALIDATE_EVERY:-100000} DISTILL_BEAM=${DISTILL_BEAM:-1} \
+  bash "$HERE/teacher.sh" "$DATA" "$WORK" "$MAX_MINUTES"
 T1=$(date +%s)
 TEACHER=$WORK/ckpt/transformer/checkpoint_best.pt
 
 S=$WORK/ckpt/nat_ctc_warm
-echo "== 4/5 NAR student: nat_ctc_transformer warm-started from the teacher, $STUDENT_MINUTES min on the distilled data ($S)"
+echo "== 4/5 NAR student: nat_ctc_transformer warm-started from the teacher, $STUDENT_UPDATES updates on the distilled data ($S)"
 if [ -f "$S/.done" ]; then echo "reusing $S"; else
   mkdir -p "$S"
   # shellcheck disable=SC2086
@@ -48,7 +51,7 @@ if [ -f "$S/.done" ]; then echo "reusing $S"; else
     --criterion ctc --label-smoothing 0.1 \
     --optimizer adam --adam-betas '(0.9, 0.98)' --clip-norm 1.0 \
     --lr 0.0007 --lr-scheduler inverse_sqrt --warmup-updates 100 --warmup-init-lr 1e-07 \
-    --max-tokens 2048 --stop-time-hours "$(python -c "print($STUDENT_MINUTES / 60)")" --max-update 100000 \
+    --max-tokens 2048 --stop-time-hours "$(python -c "print($MAX_MINUTES / 60)")" --max-update "$STUDENT_UPDATES" \
     --save-dir "$S" --no-epoch-checkpoints --save-interval-updates 200 --keep-interval-updates 1 \
     $DEVICE_FLAGS --num-workers 0 --data-buffer-size 0 --seed 1 --log-format simple --log-interval 50 2>&1 \
     | tee -a "$S/train.log" | grep --line-buffered -E "train_inner|valid on|done training|warm_start|ERROR|Error" || true

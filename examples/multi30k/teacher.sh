@@ -19,6 +19,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 PATIENCE=${PATIENCE:-6}
+MAX_UPDATE=${MAX_UPDATE:-1000000}  # an update budget, beside the MAX_MINUTES cap (the demo uses one)
 VALIDATE_EVERY=${VALIDATE_EVERY:-300}
 DISTILL_BEAM=${DISTILL_BEAM:-4}
 DEVICE_FLAGS=${DEVICE_FLAGS:-$(python -c "import torch; print('' if torch.cuda.is_available() else '--cpu')")}
@@ -36,7 +37,7 @@ if [ -f "$T/.done" ]; then echo "reusing $T"; else
     --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 \
     --share-all-embeddings --dropout 0.2 --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
     --optimizer adam --adam-betas '(0.9,0.98)' --clip-norm 1.0 --lr 0.001 --lr-scheduler inverse_sqrt \
-    --warmup-updates 300 --warmup-init-lr 1e-07 --max-tokens 2048 --max-update 1000000 \
+    --warmup-updates 300 --warmup-init-lr 1e-07 --max-tokens 2048 --max-update "$MAX_UPDATE" \
     --stop-time-hours "$(python -c "print($MAX_MINUTES / 60)")" \
     --eval-bleu --eval-bleu-args '{"beam": 1, "max_len_a": 1.2, "max_len_b": 10}' \
     --eval-bleu-remove-bpe sentencepiece --eval-bleu-detok space \
