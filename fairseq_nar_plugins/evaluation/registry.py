@@ -19,7 +19,9 @@ emit the same number of tokens (see :mod:`.systems`): ``"ar"`` (``SequenceGenera
 ``"length_predictor"`` (a fairseq NAT decoder whose ``forward_length_prediction`` is overridden with the forced
 length, after it has run), ``"length_classifier"`` (the same for a ``LengthClassifier`` at ``model.decoder.length``),
 ``"frames"`` (a CTC decoder: its frame count is fixed by the source length and nothing
-is forced), or a callable ``hook(model, generator) -> LengthForcer`` for models that need their own way.
+is forced), ``"canvas"`` (a decoder whose output ends at its first ``</s>``, ELMER: ``model.force_output_lengths``
+sets a canvas of the forced length + 1 and keeps that many predictions), or a callable
+``hook(model, generator) -> LengthForcer`` for models that need their own way.
 """
 from dataclasses import dataclass
 from typing import Callable, Dict, Sequence, Tuple, Union
@@ -126,6 +128,21 @@ register(ModelSpec(
     "Levenshtein editor steps with cached source states",
 ))
 register(ModelSpec(
+    name="mlae_cmlm", kind="nar", task="translation_lev", arch="mlae_cmlm_12_4",
+    task_args=("--noise", "random_mask"),
+    decodings=(Decoding("1 it.", ("--iter-decode-max-iter", "0")),
+               Decoding("10 it.", ("--iter-decode-max-iter", "9", "--iter-decode-force-max-iter"))),
+    length_control="length_classifier", user_dir=True,
+    description="ours: MLAE fine-tuned as a CMLM (mask-predict with the pretraining [MASK], repeats merged)",
+))
+register(ModelSpec(
+    name="mlae_seq2seq", kind="ar", task="translation", arch="mlae_seq2seq_12_4",
+    decodings=(Decoding("greedy", ("--beam", "1")), Decoding("beam 6", ("--beam", "6", "--lenpen", "1.0"))),
+    length_control="ar", user_dir=True,
+    description="ours: MLAE fine-tuned Seq2seq style (causal decoder, cross-attention from self-attention), "
+    "incremental beam search",
+))
+register(ModelSpec(
     name="cmlm_transformer", kind="nar", task="translation_lev", arch="cmlm_transformer",
     task_args=("--noise", "random_mask"),
     decodings=(Decoding("1 it.", ("--iter-decode-max-iter", "0")),
@@ -144,6 +161,29 @@ register(ModelSpec(
     decodings=(Decoding("greedy", ("--beam", "1")), Decoding("beam 4", ("--beam", "4"))),
     length_control="ar",
     description="fairseq's autoregressive Transformer: the baseline",
+))
+
+
+
+register(ModelSpec(
+    name="elmer", kind="nar", task="translation_lev", arch="elmer_base",
+    task_args=("--noise", "full_mask"), model_args=("--exit-mode", "soft"),
+    decodings=(Decoding("soft 1 pass", ("--iter-decode-max-iter", "0")),),
+    length_control="canvas", user_dir=True,
+    description="ours: ELMER with soft early exit (every layer predicts; its argmax embedding is fused into the next "
+    "layer's input), output cut at the first </s>",
+))
+register(ModelSpec(
+    name="elmer_hard", kind="nar", task="translation_lev", arch="elmer_base",
+    task_args=("--noise", "full_mask"), model_args=("--exit-mode", "hard"),
+    # the threshold is a model setting: each decoding applies its own --model-overrides (System.activate); with
+    # random weights (quick mode) off-ramp entropies are near ln V and no token exits early
+    decodings=tuple(Decoding(label, ("--iter-decode-max-iter", "0", "--model-overrides",
+                                     f"{{'exit_threshold': {delta}}}"))
+                    for label, delta in (("full depth", 0.0), ("exit 0.5", 0.5), ("exit 1.0", 1.0))),
+    length_control="canvas", user_dir=True,
+    description="ours: ELMER with hard early exit (a token leaves at the first layer whose off-ramp entropy is below "
+    "the threshold; the loop stops when all have left, exited positions cost no query/FFN work)",
 ))
 
 DEFAULT_QUICK_MODELS = ("nat_ctc_transformer", "cmlm_transformer", "nonautoregressive_transformer", "transformer")

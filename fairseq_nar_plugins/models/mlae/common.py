@@ -172,7 +172,9 @@ def build_decoder_backbone(args, dictionary, encoder_cfg: BertBackboneConfig, cr
             raise ValueError(f"the model's decoder vocabulary has {cfg.vocab_size} rows but the task dictionary has "
                              f"{len(dictionary)} symbols: use the data directory the model was trained with")
     else:
-        if args.decoder_embed_dim != encoder_cfg.embed_dim:
+        if args.pretrained_encoder:  # the checkpoint's width replaces the architecture's, for both stacks
+            args.decoder_embed_dim = encoder_cfg.embed_dim
+        elif args.decoder_embed_dim != encoder_cfg.embed_dim:
             raise ValueError(f"--decoder-embed-dim {args.decoder_embed_dim} differs from the encoder's width "
                              f"{encoder_cfg.embed_dim}: MLAE's decoder reads the encoder's states as its input; use "
                              "one width")
