@@ -71,6 +71,35 @@ def infer_langs(data_bin, src, tgt):
     return src or s, tgt or t
 
 
+def teacher_task(path):
+    """The task a checkpoint was trained with (``cfg.task._name``, or legacy ``args.task``), read without its
+    tensors; None if the file does not say."""
+    sys.path.insert(0, os.path.dirname(USER_DIR))
+    from fairseq_nar_plugins.checkpoint_safety import peek_checkpoint  # also allow-lists fairseq's pickled objects
+
+    try:
+        state = peek_checkpoint(path)
+    except Exception as e:
+        sys.exit(f"ERROR: cannot read teacher checkpoint {path!r}: {type(e).__name__}: {e}")
+    cfg = state.get("cfg") or {}
+    task = cfg.get("task") if isinstance(cfg, dict) else None
+    if isinstance(task, dict):
+        return task.get("_name")
+    return getattr(state.get("args"), "task", None)
+
+
+def check_teacher(path, generate_args):
+    """distill.py decodes with ``--task translation`` (autoregressive teachers). A teacher trained with another task
+    (e.g. a non-autoregressive ``translation_lev_ctc`` model) needs that task in --generate-args."""
+    task = teacher_task(path)
+    if task in (None, "translation") or "--task" in shlex.split(generate_args):
+        return
+    extra = " --iter-decode-max-iter 0" if task == "translation_lev_ctc" else ""
+    sys.exit(f"ERROR: teacher {path!r} was trained with --task {task}, but distill.py decodes the training set with "
+             "--task translation (an autoregressive teacher, the usual choice for distillation). To decode with "
+             f"this teacher anyway, pass its task to fairseq-generate: --generate-args \"--task {task}{extra}\"")
+
+
 def read_hypotheses(generate_stdout):
     hyps = {}
     for line in generate_stdout.splitlines():
@@ -107,6 +136,7 @@ def main(argv=None):
         teacher = os.path.join(args.teacher_save_dir, "checkpoint_last.pt")
     if not os.path.isfile(teacher):
         sys.exit(f"ERROR: teacher checkpoint {teacher!r} not found")
+    check_teacher(teacher, args.generate_args)
 
     gen = run("fairseq_cli.generate", [args.data_bin, "--user-dir", USER_DIR, "--task", "translation", "-s", src, "-t", tgt,
                                        "--path", teacher, "--gen-subset", "train", "--beam", args.beam,

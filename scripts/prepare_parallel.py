@@ -15,6 +15,8 @@ Example::
 """
 import argparse
 import os
+import re
+import shutil
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -42,7 +44,8 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     import sentencepiece as spm
 
-    os.makedirs(os.path.join(args.out_dir, "raw"), exist_ok=True)
+    if args.vocab_size < 1:
+        sys.exit(f"ERROR: --vocab-size must be positive, got {args.vocab_size}")
     splits = [(args.train, True), (args.valid, False)] + [(t, False) for t in args.test]
     data = {}
     try:
@@ -52,9 +55,20 @@ def main(argv=None):
                 src, tgt = src[: args.max_train_lines], tgt[: args.max_train_lines]
                 report.n_lines = len(src)
             print(f"| {report.describe()}", flush=True)
+            if not src:
+                what = ("every pair has an empty side, and such pairs are dropped from a training split"
+                        if report.dropped else "its files are empty")
+                use = "train a vocabulary and a model on" if training else "validate or score on"
+                sys.exit(f"ERROR: split {prefix!r} has no sentence pairs ({what}: "
+                         f"{os.path.join(args.data_dir, f'{prefix}.{args.src}')}, "
+                         f"{os.path.join(args.data_dir, f'{prefix}.{args.tgt}')}): nothing to {use}. "
+                         "Pass the prefix of a non-empty split, or fix the files")
             data[prefix] = (src, tgt)
     except CorpusError as e:
         sys.exit(f"ERROR: {e}")
+
+    created = not os.path.exists(args.out_dir)  # removed again if sentencepiece fails, leaving nothing half-made
+    os.makedirs(os.path.join(args.out_dir, "raw"), exist_ok=True)
 
     for prefix, (src, tgt) in data.items():
         for lang, lines in ((args.src, src), (args.tgt, tgt)):
@@ -63,17 +77,29 @@ def main(argv=None):
 
     model_prefix = os.path.join(args.out_dir, "spm")
     train_src, train_tgt = data[args.train]
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(train_src + train_tgt),
-        model_prefix=model_prefix,
-        vocab_size=args.vocab_size,
-        model_type=args.model_type,
-        character_coverage=args.character_coverage,
-        # fairseq's Dictionary adds <s> <pad> </s> <unk> itself: keep them out of the pieces
-        bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
-        num_threads=os.cpu_count() or 1,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(train_src + train_tgt),
+            model_prefix=model_prefix,
+            vocab_size=args.vocab_size,
+            model_type=args.model_type,
+            character_coverage=args.character_coverage,
+            # fairseq's Dictionary adds <s> <pad> </s> <unk> itself: keep them out of the pieces
+            bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        if created:
+            shutil.rmtree(args.out_dir, ignore_errors=True)
+        too_high = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", str(e))
+        if too_high:
+            sys.exit(f"ERROR: --vocab-size {too_high.group(1)} is larger than the training split "
+                     f"{os.path.join(args.data_dir, args.train)}.{{{args.src},{args.tgt}}} allows "
+                     f"({len(train_src):,} pairs): pass --vocab-size {too_high.group(2)} or less (with "
+                     "examples/multi30k/prepare.sh: VOCAB_SIZE=N), or use a larger corpus")
+        sys.exit(f"ERROR: sentencepiece could not learn a vocabulary from the training split "
+                 f"{os.path.join(args.data_dir, args.train)}.{{{args.src},{args.tgt}}}: {e}")
     sp = spm.SentencePieceProcessor(model_file=model_prefix + ".model")
     for prefix, (src, tgt) in data.items():
         for lang, lines in ((args.src, src), (args.tgt, tgt)):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare Multi30k en->de for fairseq: corpus checks, joint sentencepiece (8k), fairseq-preprocess (joined dict).
-# Usage: examples/multi30k/prepare.sh DATA_DIR WORK_DIR   (writes WORK_DIR/spm and WORK_DIR/bin; reuses them if done)
+# Usage: [VOCAB_SIZE=N] examples/multi30k/prepare.sh DATA_DIR WORK_DIR   (writes WORK_DIR/spm and WORK_DIR/bin;
+#        reuses them if done; VOCAB_SIZE: sentencepiece vocabulary size, default 8000, lower it for a small corpus)
 # Splits: train, valid, test = test_2016_flickr, and test1 = test_2017_flickr when DATA_DIR has it (also added to a
 # WORK_DIR prepared before, with the same sentencepiece model and dictionaries).
 set -euo pipefail
@@ -15,7 +16,7 @@ fi
 mkdir -p "$WORK"
 if [ ! -f "$WORK/spm/.done" ]; then
   python "$ROOT/scripts/prepare_parallel.py" --data-dir "$DATA" --src en --tgt de \
-    --train train --valid valid --test test_2016_flickr --out-dir "$WORK/spm" --vocab-size 8000
+    --train train --valid valid --test test_2016_flickr --out-dir "$WORK/spm" --vocab-size "${VOCAB_SIZE:-8000}"
   touch "$WORK/spm/.done"
 else echo "reusing $WORK/spm"; fi
 if [ ! -f "$WORK/bin/.done" ]; then

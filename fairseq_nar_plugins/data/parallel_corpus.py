@@ -3,7 +3,8 @@
 A parallel split is two files ``{prefix}.{src}`` and ``{prefix}.{tgt}`` with one segment per line. Everything that can
 go wrong with them is reported by file name and line number, and nothing is dropped silently:
 
-* a missing directory or file raises :class:`CorpusError` naming the path;
+* a missing directory or file raises :class:`CorpusError` naming the path; a byte that is not UTF-8 names the file,
+  line and byte;
 * files of a split with different line counts raise :class:`CorpusError` naming both files and both counts;
 * empty (or whitespace-only) lines are reported with their file and line numbers. Policy: in a *training* split the
   pair is dropped (the count and the first line numbers are printed); in an *evaluation* split it is kept, so that
@@ -53,8 +54,24 @@ def split_paths(data_dir: str, prefix: str, src: str, tgt: str) -> Tuple[str, st
 
 
 def _read_lines(path: str) -> List[str]:
-    with open(path, encoding="utf-8", newline="\n") as f:
-        return [line.rstrip("\n").rstrip("\r") for line in f]
+    """The lines of a UTF-8 file, without line breaks; a byte that is not UTF-8 raises :class:`CorpusError` naming
+    the file, the line and the byte."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        bad = raw[e.start:e.end].hex(" ")
+        raise CorpusError(
+            f"{path}:{line}: byte 0x{bad} (column {column}) is not UTF-8 ({e.reason}). The corpus must be UTF-8 "
+            f"text: convert the file (e.g. iconv -f latin1 -t utf-8 {os.path.basename(path)}) or fix that line"
+        ) from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final line break ends the last line; it does not start a new one
+    return [line.rstrip("\r") for line in lines]
 
 
 def read_parallel_split(

@@ -366,14 +366,15 @@ def import_fairseq_checkpoint(model_path: str, dict_path: Optional[str] = None) 
 
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"fairseq checkpoint {model_path!r} does not exist")
+    ckpt = checkpoint_utils.load_checkpoint_to_cpu(model_path)
+    args = _fairseq_model_args(ckpt)
+    _refuse_training_checkpoint(model_path, ckpt, args)
+    raw = {k: v for k, v in ckpt["model"].items() if torch.is_tensor(v)}
+    raw = _upgrade_fairseq_names(raw)
     dict_path = dict_path or os.path.join(os.path.dirname(os.path.abspath(model_path)), "dict.txt")
     if not os.path.isfile(dict_path):
         raise FileNotFoundError(f"fairseq dictionary {dict_path!r} does not exist (fairseq releases ship dict.txt "
                                 "beside model.pt; pass its path otherwise)")
-    ckpt = checkpoint_utils.load_checkpoint_to_cpu(model_path)
-    args = _fairseq_model_args(ckpt)
-    raw = {k: v for k, v in ckpt["model"].items() if torch.is_tensor(v)}
-    raw = _upgrade_fairseq_names(raw)
     if args.get("encoder_normalize_before") or "encoder.sentence_encoder.layer_norm.weight" in raw:
         raise PretrainedCheckpointError(
             f"{model_path} is a pre-LayerNorm model (encoder_normalize_before, e.g. XLM-R XL/XXL); the BERT-family "
@@ -454,6 +455,30 @@ def import_fairseq_checkpoint(model_path: str, dict_path: Optional[str] = None) 
                                       cfg.family, cfg, dict_path)
     return ImportedCheckpoint(cfg, state, dictionary, _lm_head_state(lm_head, state, cfg),
                               dict(path=os.path.abspath(model_path), format="fairseq", model_type=cfg.family))
+
+
+def _refuse_training_checkpoint(model_path: str, ckpt: Dict[str, Any], args: Dict[str, Any]):
+    """A checkpoint that fairseq-train wrote for one of this plugin's models is not a pretrained encoder: say so."""
+    from fairseq.models import MODEL_REGISTRY
+
+    arch = args.get("arch") or args.get("_name")
+    model = MODEL_REGISTRY.get(args.get("_name") or "") or MODEL_REGISTRY.get(arch or "")
+    if model is None:
+        from fairseq.models import ARCH_MODEL_REGISTRY
+
+        model = ARCH_MODEL_REGISTRY.get(arch or "")
+    if model is None or not model.__module__.startswith("fairseq_nar_plugins"):
+        return
+    cfg = ckpt.get("cfg")
+    task = cfg.get("task") if cfg is not None and hasattr(cfg, "get") else None
+    task_name = getattr(task, "_name", None) or "?"
+    raise PretrainedCheckpointError(
+        f"{model_path} is a training checkpoint of this plugin (arch {arch}, task {task_name}), not a pretrained "
+        "encoder. --pretrained-encoder takes a Hugging Face folder (config.json + weights), a fairseq RoBERTa / "
+        "XLM-R model.pt with dict.txt, or the folder written by scripts/convert_pretrained.py. To go on training "
+        f"this checkpoint, re-run its command with the same --save-dir (it resumes), or pass --finetune-from-model "
+        f"{model_path}"
+    )
 
 
 def _fairseq_model_args(ckpt: Dict[str, Any]) -> Dict[str, Any]:
@@ -551,11 +576,14 @@ def check_vocabulary(task_dictionary: Dictionary, imported: ImportedCheckpoint):
     ckpt = imported.dictionary
     rows = len(ckpt)
     if len(task_dictionary) != rows:
+        # the CTC blank must reuse a row: BERT's [PAD] (README), RoBERTa / XLM-R's <unk>
+        blank = ckpt[ckpt.pad()] if ckpt.family == "bert" else ckpt[ckpt.unk()]
         raise PretrainedCheckpointError(
             f"the task dictionary has {len(task_dictionary)} symbols but the checkpoint's token embeddings "
             f"(embeddings.embed_tokens.weight) have shape {(rows, imported.config.embed_dim)}: binarize the data "
-            "with the dictionary written by scripts/convert_pretrained.py (and reuse an existing symbol, e.g. "
-            "--ctc-blank-symbol '<unk>', instead of adding one)"
+            "with the dictionary written by scripts/convert_pretrained.py, and let the CTC blank reuse an existing "
+            f"symbol instead of adding one: --ctc-blank-symbol '{blank}' for this "
+            f"{ckpt.family or 'pretrained'} vocabulary"
         )
     for name in ("bos", "pad", "eos", "unk"):
         ours, theirs = getattr(task_dictionary, name)(), getattr(ckpt, name)()

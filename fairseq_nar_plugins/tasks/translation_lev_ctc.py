@@ -199,6 +199,30 @@ class TranslationLevCTCTask(ValidationBLEUMixin, TranslationLevenshteinTask):
             )
         dataset.ctc_unalignable = mask if training else None
 
+    def get_batch_iterator(self, dataset, **kwargs):
+        """fairseq's, with two fixes.
+
+        * Evaluation splits (every split but --train-subset) are batched with ``required_batch_size_multiple=1``:
+          fairseq's ``batch_by_size`` drops a last batch whose size is not a multiple of it (default 8), which
+          silently left sentences untranslated by fairseq-generate and unscored in validation.
+        * A training run resumed in epoch E > 1 gets the batches an uninterrupted run has. fairseq forms the batches
+          once, ordering the examples with numpy seed ``--seed + epoch`` of the epoch the iterator is created in, and
+          reuses them every epoch (shuffled per epoch): 1 for an uninterrupted run, E for a resumed one, whose
+          batches then held other sentences (a resumed run did not reproduce the uninterrupted one).
+        """
+        if dataset is not self.datasets.get(self.cfg.train_subset):
+            kwargs["required_batch_size_multiple"] = 1
+            return super().get_batch_iterator(dataset, **kwargs)
+        epoch = kwargs.get("epoch", 1)
+        reused = (not kwargs.get("disable_iterator_cache", False) and not kwargs.get("update_epoch_batch_itr", False)
+                  and self.can_reuse_epoch_itr(dataset))
+        if epoch > 1 and reused and dataset not in self.dataset_to_epoch_iter:
+            itr = super().get_batch_iterator(dataset, **{**kwargs, "epoch": 1})
+            itr.epoch = epoch
+            dataset.set_epoch(epoch)
+            return itr
+        return super().get_batch_iterator(dataset, **kwargs)
+
     def filter_indices_by_size(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
         """Drops the unalignable pairs of the training split (marked by :meth:`load_dataset`), then fairseq's
         usual size filtering."""
