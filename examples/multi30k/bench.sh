@@ -37,7 +37,8 @@ export DEVICE_FLAGS
 T0=$(date +%s)
 
 echo "== 1/5 data, AR teacher and distilled data"
-OMP_NUM_THREADS=${TEACHER_THREADS:-$(nproc)} bash "$HERE/teacher.sh" "$DATA" "$WORK" "$TEACHER_MINUTES"
+TEACHER_THREADS=${TEACHER_THREADS:-$(nproc)}
+OMP_NUM_THREADS=$TEACHER_THREADS bash "$HERE/teacher.sh" "$DATA" "$WORK" "$TEACHER_MINUTES"
 D=$WORK/bin-distill
 for f in "$WORK"/bin/test1.*; do [ -e "$D/${f##*/}" ] || cp "$f" "$D/"; done
 
@@ -139,7 +140,7 @@ OMP_NUM_THREADS=${BENCH_THREADS:-1} python "$ROOT/scripts/benchmark.py" --mode f
 echo "== 4/5 learning curves"
 CURVES=("AR teacher=$WORK/ckpt/transformer/train.log")
 for s in $SYSTEMS; do CURVES+=("$s=$WORK/ckpt/$s/train.log"); done
-python "$ROOT/scripts/learning_curve.py" "${CURVES[@]}" --threads 1 --csv "$WORK/report/curve.csv" \
+python "$ROOT/scripts/learning_curve.py" "${CURVES[@]}" --threads 1 --threads "AR teacher=$TEACHER_THREADS" --csv "$WORK/report/curve.csv" \
   --png "$WORK/report/curve.png"
 
 echo "== 5/5 README results (front-page table) and docs/benchmark.md (full report)"
