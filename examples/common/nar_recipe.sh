@@ -9,6 +9,12 @@
 #   MODEL=bnb (shared/papers/000): BERT-NAR-BERT, LENGTH_MODE=ctc (default; translation_lev_ctc + criterion ctc) or
 #     lc (length classification from the latent: translation_lev + nat_loss, decoded with a length beam LENGTH_BEAM,
 #     default 3); one decoding pass.
+#   MODEL=elmer (Li et al. 2022, arXiv:2210.13304): early-exit NAR decoder over a [MASK] canvas (translation_lev +
+#     criterion layer_permutation), EXIT_MODE=soft (default) or hard (decoded at every threshold of THRESHOLDS,
+#     default '0 0.5 1.0'; 0 = full depth), canvas CANVAS_RATIO / CANVAS_OFFSET / CANVAS_MAX (default 0 / 0 / 64: a
+#     fixed canvas of 64 positions), RESTORE=<LPLM checkpoint of examples/elmer/pretrain.sh> to fine-tune it (same
+#     CHECKPOINT vocabulary) instead of initialising from CHECKPOINT; INIT=random with RESTORE when that
+#     pretraining started from random weights.
 #
 # Usage (the per-dataset scripts call it; run it directly for your own data):
 #   examples/common/nar_recipe.sh NAME SRC TGT TEXT_DIR WORK_DIR MINUTES
@@ -40,7 +46,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 USER_DIR=$ROOT/fairseq_nar_plugins
 PYTHON=${PYTHON:-python}
 MODEL=${MODEL:-deer}
-case "$MODEL" in deer|bnb) ;; *) echo "ERROR: MODEL must be deer or bnb, got '$MODEL'" >&2; exit 1;; esac
+case "$MODEL" in deer|bnb|elmer) ;; *) echo "ERROR: MODEL must be deer, bnb or elmer, got '$MODEL'" >&2; exit 1;; esac
 ARCH=${ARCH:-${MODEL}_small}
 LENGTH_MODE=${LENGTH_MODE:-ctc}
 LENGTH_BEAM=${LENGTH_BEAM:-3}
@@ -61,6 +67,14 @@ TEACHER_ARGS=${TEACHER_ARGS:-"--share-all-embeddings --encoder-layers 3 --decode
   --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4
   --decoder-attention-heads 4 --lr 5e-4 --warmup-updates 1000 --max-tokens $MAX_TOKENS"}
 DEVICE_FLAGS=${DEVICE_FLAGS---cpu}
+EXIT_MODE=${EXIT_MODE:-soft}
+THRESHOLDS=${THRESHOLDS:-0 0.5 1.0}
+CANVAS_RATIO=${CANVAS_RATIO:-0}
+CANVAS_OFFSET=${CANVAS_OFFSET:-0}
+CANVAS_MAX=${CANVAS_MAX:-64}
+RESTORE=${RESTORE:-}
+INIT=${INIT:-pretrained}
+if [ -n "$RESTORE" ] && [ ! -f "$RESTORE" ]; then echo "ERROR: RESTORE '$RESTORE' not found" >&2; exit 1; fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # busy-waiting OpenMP threads slow a shared CPU ~10x
 export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore}
@@ -138,14 +152,27 @@ if [ "$MODEL" = deer ]; then
 elif [ "$LENGTH_MODE" = ctc ]; then
   TASK=("${CTC_TASK[@]}" --noise full_mask)
   MODEL_FLAGS=(--length-mode ctc --share-all-embeddings --criterion ctc)
+elif [ "$MODEL" = elmer ]; then
+  # the decoder never reads prev_output_tokens: --noise only fills fields fairseq's task expects
+  TASK=(--task translation_lev --noise full_mask)
+  MODEL_FLAGS=(--exit-mode "$EXIT_MODE" --share-all-embeddings --criterion layer_permutation
+               --canvas-ratio "$CANVAS_RATIO" --canvas-offset "$CANVAS_OFFSET" --canvas-max-length "$CANVAS_MAX")
+  ITERS=0; PRUNE=0
 else
   TASK=(--task translation_lev --noise full_mask)
   MODEL_FLAGS=(--length-mode lc --share-all-embeddings --criterion nat_loss --length-loss-factor 0.1)
   ITERS=0; PRUNE=0
 fi
 [ "$MODEL" = bnb ] && PRUNE=0
+# INIT=random: ARCH's sizes, random weights (CHECKPOINT still gives the vocabulary); else sizes and weights from it
+INIT_FLAGS=()
+[ "$INIT" = random ] || INIT_FLAGS=(--pretrained-encoder "$PT")
+if [ -n "$RESTORE" ] && [ ! -f "$CKPTS/checkpoint_last.pt" ]; then  # (a re-run resumes its own checkpoint instead)
+  # fine-tune a pretrained checkpoint of the same model (same vocabulary): its weights replace the initialisation
+  INIT_FLAGS+=(--restore-file "$RESTORE" --reset-optimizer --reset-lr-scheduler --reset-meters --reset-dataloader)
+fi
 fairseq-train "$TRAIN_BIN" --user-dir "$USER_DIR" --source-lang "$SRC" --target-lang "$TGT" "${TASK[@]}" \
-  --arch "$ARCH" --pretrained-encoder "$PT" "${MODEL_FLAGS[@]}" \
+  --arch "$ARCH" "${INIT_FLAGS[@]}" "${MODEL_FLAGS[@]}" \
   --label-smoothing 0.1 --dropout 0.1 --attention-dropout 0.1 \
   --optimizer adam --adam-betas '(0.9, 0.98)' --clip-norm 1.0 \
   --lr "$LR" --lr-scheduler polynomial_decay --warmup-updates "$WARMUP" --total-num-update 300000 \
@@ -160,10 +187,13 @@ SIZES=1.0
 if [ "$PRUNE" = 1 ]; then SIZES=$PRUNE_SIZES; fi
 : > "$WORK/scores.txt"
 [ "$MODEL" = bnb ] && ITERS=0  # BnB decodes in one pass
+# ELMER with hard exit: one decoding per threshold (a model setting, chosen at generation)
+[ "$MODEL" = elmer ] && [ "$EXIT_MODE" = hard ] && SIZES=$THRESHOLDS
 for size in $SIZES; do
   DECODE=()
   # DEER's model size is a model flag: --model-overrides picks it at generation (thresholds from the trained scores)
   [ "$MODEL" = deer ] && DECODE=(--model-overrides "{'prune_size': $size}")
+  [ "$MODEL" = elmer ] && [ "$EXIT_MODE" = hard ] && DECODE=(--model-overrides "{'exit_threshold': $size}")
   [ "$MODEL" = bnb ] && [ "$LENGTH_MODE" = lc ] && DECODE=(--iter-decode-with-beam "$LENGTH_BEAM")
   for it in $ITERS; do
     out=$WORK/generate.size$size.iter$it.out

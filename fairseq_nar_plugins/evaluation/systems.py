@@ -216,6 +216,22 @@ class ClassifiedLength(_ReplacedLength):
         return self.replace(self.original(*args, **kwargs))
 
 
+class CanvasLength(LengthForcer):
+    """A length-free canvas decoder (ELMER: the output ends at the first ``</s>``): ``model.force_output_lengths``
+    gives each sentence a canvas of the forced length + 1 and keeps its first ``length`` predictions."""
+
+    description = "forced per sentence: canvas of length + 1, </s> banned before the end"
+    forces = True
+
+    def __init__(self, model):
+        if not hasattr(model, "force_output_lengths"):
+            raise ValueError(f"{type(model).__name__} has no force_output_lengths")
+        self.model = model
+
+    def set(self, lengths):
+        self.model.force_output_lengths(lengths)
+
+
 def make_length_forcer(spec: ModelSpec, model, generator) -> LengthForcer:
     control = spec.length_control
     if callable(control):
@@ -224,6 +240,8 @@ def make_length_forcer(spec: ModelSpec, model, generator) -> LengthForcer:
         return ARLength(generator)
     if control == "frames":
         return FramesLength()
+    if control == "canvas":
+        return CanvasLength(model)
     if control == "length_predictor":
         decoder = getattr(model, "decoder", None)
         if decoder is None or not hasattr(decoder, "forward_length_prediction"):
@@ -287,10 +305,16 @@ class System:
         """Ready the model for this system's decoding. fairseq-generate builds a model per run; here the decodings
         of a model share it, so per-decoding model state is reset before each use: the beam size of models with
         beamable encoder-decoder attention (``set_beam_size``, e.g. BART), which a beam generator sets at its
-        construction and a greedy one never resets."""
+        construction and a greedy one never resets; and, for models with ``apply_model_overrides`` (ELMER), the
+        decoding's ``--model-overrides``."""
         beam = getattr(self.generator, "beam_size", None)
         if beam is not None and hasattr(self.model, "set_beam_size"):
             self.model.set_beam_size(beam)
+        # generation settings a model takes at run time (ELMER's exit threshold): each decoding's own
+        # --model-overrides, so that decodings of one loaded model differ as separate fairseq-generate runs would
+        if hasattr(self.model, "apply_model_overrides"):
+            overrides = getattr(getattr(self.cfg, "common_eval", None), "model_overrides", None) or "{}"
+            self.model.apply_model_overrides(ast.literal_eval(overrides))
 
     def inference(self, sample):
         """What fairseq-generate times: ``task.inference_step(generator, models, sample)``."""
