@@ -66,8 +66,9 @@ def test_input_copies_source_and_source_is_blind_to_slots():
     inp = build_input(src, src.eq(d.pad()), slots, slot_pad, type_vocab_size=2)
     assert inp.tokens.shape == (2, 15) and inp.num_source == 5
     mask = inp.attn_mask
-    assert mask[:, :5, 5:].all()  # source queries never see slots
-    assert not mask[:, :5, :5].any() and not mask[:, 5:, :].any()  # source sees source, slots see everything
+    assert mask.shape == (15, 15)  # one mask for the batch
+    assert mask[:5, 5:].all()  # source queries never see slots
+    assert not mask[:5, :5].any() and not mask[5:, :].any()  # source sees source, slots see everything
     assert inp.token_type_ids[:, :5].eq(0).all() and inp.token_type_ids[:, 5:].eq(1).all()
     # positions: slots continue after the row's real source tokens
     pos = model.backbone.embeddings.positions(inp.padding_mask)
@@ -241,7 +242,7 @@ def test_deletion_labels_with_blank_equal_to_pad():
     tgt = rows(d, [[8, 9, 10, 11], [12, 13, 14, 15, 16]])
     prev = rows(d, [[9, 11], [13]])  # 2 and 4 deleted tokens
     terms = model(src, None, prev, tgt)
-    placeholders = terms["word_ins"]["mask"]
+    placeholders = terms["word_ins"]["positions"]
     assert placeholders.sum().item() == 6
     # the deletion rows are the references with w19 at the placeholders: no holes, one label per position
     assert torch.equal(terms["word_del"]["mask"], tgt.ne(d.pad()))
@@ -303,6 +304,39 @@ def test_editor_iterations_keep_well_formed_rows():
         inner = toks[1:-1]
         assert d.bos() not in inner and d.eos() not in inner
         assert model.blank not in toks and d.pad() not in toks and d.unk() not in toks
+
+
+def test_editor_iteration_sub_steps_follow_levenshtein_semantics():
+    """Heads forced by hand (constant features): delete-all keeps only <s> </s>; k placeholders per gap, cut to the
+    row's length budget left to right; placeholders filled with the best token that is not forbidden."""
+    from fairseq_nar_plugins.modules.levenshtein_editor import EditorHeads, editor_iteration
+
+    bos, pad, eos, ph = 0, 1, 2, 3
+    a, b, c, w, blank = 4, 5, 6, 7, 8
+    V, C = 9, 4
+    heads = EditorHeads(C)
+    fill_logits = torch.zeros(V)
+    fill_logits[[pad, blank, ph]] = 10.0  # preferred, but forbidden
+    fill_logits[w] = 5.0
+
+    def run(tokens, max_lens, delete, k):
+        with torch.no_grad():
+            heads.embed_word_del.zero_()
+            heads.embed_word_del[1 if delete else 0] = 1.0
+            heads.embed_mask_ins.zero_()
+            heads.embed_mask_ins[k] = 1.0
+        features = lambda rows, t: torch.ones(*t.shape, C)  # noqa: E731
+        lm_head = lambda f: fill_logits.expand(*f.shape[:-1], V)  # noqa: E731
+        return editor_iteration(features, lm_head, heads, tokens, torch.zeros(tokens.shape), torch.tensor(max_lens),
+                                pad, bos, eos, ph, forbidden=[pad, blank, ph, bos, eos])[0].tolist()
+
+    tokens = torch.tensor([[bos, a, b, c, eos], [bos, a, eos, pad, pad]])
+    # delete everything, then 3 placeholders in the one gap (row 1: budget 4 - 2 = 2), filled with w
+    assert run(tokens, [8, 4], delete=True, k=3) == [[bos, w, w, w, eos], [bos, w, w, eos, pad]]
+    # keep everything, 2 per gap within the budget: row 0 has room 7 - 5 = 2 (first gap only), row 1 room 3 (2 + 1)
+    assert run(tokens, [7, 6], delete=False, k=2) == [[bos, w, w, a, b, c, eos], [bos, w, w, a, w, eos, pad]]
+    # no room: nothing inserted, nothing to fill
+    assert run(tokens, [5, 3], delete=False, k=2) == [[bos, a, b, c, eos], [bos, a, eos, pad, pad]]
 
 
 def test_step_zero_is_greedy_ctc():
