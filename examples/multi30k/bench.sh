@@ -16,6 +16,7 @@
 #   4. scripts/learning_curve.py: validation BLEU against CPU-minutes, one line per system -> WORK/report/curve.png
 #   5. README.md's results section and docs/bench.png, docs/curve.png are replaced by this run's
 # Usage: examples/multi30k/bench.sh DATA_DIR WORK_DIR MINUTES_PER_SYSTEM
+# BENCH_ARGS: more scripts/benchmark.py flags (e.g. "--throughput-batches 4 --no-profile").
 # TRAIN_ONLY=1 stops after step 2 (e.g. to train some SYSTEMS now and benchmark all of them later).
 # Resumable: each finished step leaves a .done marker; an interrupted training resumes from its checkpoint_last.pt
 # and fairseq counts the time of earlier runs against the budget. To train a system longer, delete its .done marker
@@ -134,7 +135,7 @@ done
 OMP_NUM_THREADS=${BENCH_THREADS:-1} python "$ROOT/scripts/benchmark.py" --mode full --out-dir "$WORK/report" \
   --data "$WORK/bin" --reference "$WORK/spm/raw/test_2016_flickr.de" \
   --extra-test "test1=$WORK/spm/raw/test_2017_flickr.de" --threads "${BENCH_THREADS:-1}" \
-  --latency-sentences "${LATENCY_SENTENCES:-64}" --repeats "${BENCH_REPEATS:-3}" \
+  --latency-sentences "${LATENCY_SENTENCES:-64}" --repeats "${BENCH_REPEATS:-3}" ${BENCH_ARGS:-} \
   --fairseq-args "--bpe sentencepiece --sentencepiece-model $WORK/spm/spm.model" "${CKPTS[@]}" "${MARGS[@]}"
 
 echo "== 4/5 learning curves"
