@@ -90,12 +90,21 @@ def breakdown(path, args, unigram_cache):
             out = model(net["src_tokens"], net["src_lengths"], net["prev_output_tokens"], sample["target"])
             if "word_ins" not in out or "out" not in out["word_ins"] or out["word_ins"].get("ctc"):
                 sys.exit(f"ERROR: {path}: the model's forward returns no per-position 'word_ins' logits")
-            logits, tgt = out["word_ins"]["out"], out["word_ins"]["tgt"]
-            selected = tgt.ne(d.pad())
+            term = out["word_ins"]
             src = net["src_tokens"]
+            if "positions" in term:  # the output layer at the scored positions only: out (N, V), tgt (N,)
+                selected = term["positions"]
+                tgt = sample["target"][:, : selected.size(1)]
+                nll = torch.zeros(tgt.shape)
+                nll[selected] = -torch.log_softmax(term["out"].float(), -1).gather(
+                    -1, term["tgt"].unsqueeze(-1)).squeeze(-1).cpu() / math.log(2)
+            else:
+                tgt = term["tgt"]
+                selected = tgt.ne(d.pad())
+                lprobs = torch.log_softmax(term["out"].float(), -1)
+                nll = -lprobs.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) / math.log(2)
             if src.shape != tgt.shape:
                 sys.exit("ERROR: source and target blocks differ in shape; only --corruptions mask is supported")
-            nll = -torch.log_softmax(logits.float(), -1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1) / math.log(2)
             masked = src.eq(task.mask_idx)
             for kind, where in (("[MASK]", masked), ("unchanged", src.eq(tgt)),
                                 ("random", src.ne(tgt) & ~masked)):

@@ -66,8 +66,9 @@ def test_input_copies_source_and_source_is_blind_to_slots():
     inp = build_input(src, src.eq(d.pad()), slots, slot_pad, type_vocab_size=2)
     assert inp.tokens.shape == (2, 15) and inp.num_source == 5
     mask = inp.attn_mask
-    assert mask[:, :5, 5:].all()  # source queries never see slots
-    assert not mask[:, :5, :5].any() and not mask[:, 5:, :].any()  # source sees source, slots see everything
+    assert mask.shape == (15, 15)  # one mask for the batch
+    assert mask[:5, 5:].all()  # source queries never see slots
+    assert not mask[:5, :5].any() and not mask[5:, :].any()  # source sees source, slots see everything
     assert inp.token_type_ids[:, :5].eq(0).all() and inp.token_type_ids[:, 5:].eq(1).all()
     # positions: slots continue after the row's real source tokens
     pos = model.backbone.embeddings.positions(inp.padding_mask)
@@ -241,7 +242,7 @@ def test_deletion_labels_with_blank_equal_to_pad():
     tgt = rows(d, [[8, 9, 10, 11], [12, 13, 14, 15, 16]])
     prev = rows(d, [[9, 11], [13]])  # 2 and 4 deleted tokens
     terms = model(src, None, prev, tgt)
-    placeholders = terms["word_ins"]["mask"]
+    placeholders = terms["word_ins"]["positions"]
     assert placeholders.sum().item() == 6
     # the deletion rows are the references with w19 at the placeholders: no holes, one label per position
     assert torch.equal(terms["word_del"]["mask"], tgt.ne(d.pad()))

@@ -176,14 +176,19 @@ class BnBDecoder(FairseqDecoder):
     def forward(self, encoder_out, tgt_lengths=None, normalize=False, **kwargs):
         """Logits (or log-probabilities) ``(B, T, V)`` and the decoder padding mask ``(B, T)``. ``tgt_lengths``
         ``(B,)`` is required for length classification (gold in training, predicted in generation)."""
+        states, padding = self.features(encoder_out, tgt_lengths)
+        logits = self.lm_head(states)
+        return (utils.log_softmax(logits, -1) if normalize else logits), padding
+
+    def features(self, encoder_out, tgt_lengths=None):
+        """Final decoder states ``(B, T, C)`` (before the output layer) and the padding mask ``(B, T)``."""
         index, padding = self.positions_for(encoder_out, tgt_lengths)
         z = gather_source(encoder_out["latent"], encoder_out["encoder_padding_mask"], index, padding)
         states = self.backbone(
             token_embeddings=self.latent_up(z), padding_mask=padding,
             encoder_out=encoder_out["encoder_out"], encoder_padding_mask=encoder_out["encoder_padding_mask"],
         )["hidden_states"]
-        logits = self.lm_head(states)
-        return (utils.log_softmax(logits, -1) if normalize else logits), padding
+        return states, padding
 
     def forward_length(self, encoder_out):
         """Length logits ``(B, max_length_classes)`` from the mean-pooled latent ``z`` ``(B, S, P)`` or, with
@@ -313,7 +318,9 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
     # ---------------------------------------------------------------------------------------------- training
     def forward(self, src_tokens, src_lengths, prev_output_tokens, tgt_tokens, **kwargs):
         """Loss terms for ``nat_loss`` / ``ctc``: ``word_ins`` (CE over target positions, or CTC over frames)
-        and, with length classification, ``length``."""
+        and, with length classification, ``length``. In length classification ``word_ins`` holds the output layer at
+        the scored positions only (``tgt`` not pad): ``out`` ``(N, V)``, ``tgt`` ``(N,)``, ``mask`` ``(N,)`` all
+        True, ``positions`` ``(B, T)`` where they are."""
         encoder_out = self.encoder(src_tokens, src_lengths)
         if self.decoder.length_mode == "ctc":
             logits, padding = self.decoder(encoder_out)
@@ -325,13 +332,16 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
         # positions only), so positions are taken as they are
         shape_source = prev_output_tokens if prev_output_tokens is not None else tgt_tokens
         tgt_lengths = shape_source.ne(self.pad).sum(1)
-        logits, padding = self.decoder(encoder_out, tgt_lengths=tgt_lengths)
-        tgt = tgt_tokens[:, : logits.size(1)]
+        states, padding = self.decoder.features(encoder_out, tgt_lengths=tgt_lengths)
+        tgt = tgt_tokens[:, : states.size(1)]
+        scored = tgt.ne(self.pad)
+        # the output layer only where the loss is (with --loss-positions corrupted: the corrupted positions only)
+        logits = self.decoder.lm_head(states[scored])  # (N, V)
         length_out = self.decoder.forward_length(encoder_out)
         src_lengths = (~encoder_out["encoder_padding_mask"]).sum(1)
         return {
-            "word_ins": {"out": logits, "tgt": tgt, "mask": tgt.ne(self.pad),
-                         "ls": getattr(self.args, "label_smoothing", 0.0), "nll_loss": True},
+            "word_ins": {"out": logits, "tgt": tgt[scored], "mask": scored.new_ones(logits.size(0)),
+                         "positions": scored, "ls": getattr(self.args, "label_smoothing", 0.0), "nll_loss": True},
             "length": {"out": length_out, "tgt": self.decoder.length.target(tgt_lengths, src_lengths),
                        "factor": self.decoder.length_loss_factor},
         }

@@ -170,6 +170,7 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
             raise ValueError(f"--prune-size {args.prune_size} needs a model trained with --prune")
         self._generation_size_ready = False
         self._training_thresholds = None  # (thresholds, refreshed at) of training while generation's are in force
+        self.editor_steps = None
         object.__setattr__(self, "encoder", _EncoderOutReorder())
 
     # ------------------------------------------------------------------------------------------------- flags
@@ -336,21 +337,32 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
         return out
 
     # ------------------------------------------------------------------------------------------ encoder pass
-    def encode(self, src_tokens, slots, slot_padding_mask):
+    def encode(self, src_tokens, slots, slot_padding_mask, source_states: bool = True):
         """Run the stack over ``[source ; slots]`` with DEER's mask.
 
         Returns the dict the generator carries (batch first): ``src_tokens`` ``(B, S)``, ``encoder_padding_mask``
         ``(B, S)`` True at source padding, ``source_states`` ``(B, L, S, C)`` the input of every layer at the source
-        positions (the editor's cache), ``slot_states`` ``(B, F, C)`` final states of the slots, and
+        positions (the editor's cache; only with ``source_states=True``: no editor step follows the glancing pass
+        or a CTC-only decoding), ``slot_states`` ``(B, F, C)`` final states of the slots, and
         ``frame_padding_mask`` ``(B, F)`` True at padding slots."""
         src_padding = src_tokens.eq(self.pad)
         inp = build_input(src_tokens, src_padding, slots, slot_padding_mask, self.backbone.cfg.type_vocab_size)
         out = self.backbone(inp.tokens, padding_mask=inp.padding_mask, token_type_ids=inp.token_type_ids,
-                            self_attn_mask=inp.attn_mask, return_all_hiddens=True)
+                            self_attn_mask=inp.attn_mask, return_all_hiddens=source_states)
         s = inp.num_source
-        source_states = torch.stack([h[:, :s] for h in out["inner_states"][:-1]], 1)
-        return {"src_tokens": src_tokens, "encoder_padding_mask": src_padding, "source_states": source_states,
-                "slot_states": out["hidden_states"][:, s:], "frame_padding_mask": slot_padding_mask}
+        enc = {"src_tokens": src_tokens, "encoder_padding_mask": src_padding,
+               "slot_states": out["hidden_states"][:, s:], "frame_padding_mask": slot_padding_mask}
+        if source_states:
+            enc["source_states"] = torch.stack([h[:, :s] for h in out["inner_states"][:-1]], 1)
+        return enc
+
+    def source_states(self, src_tokens):
+        """``(B, L, S, C)``: the editor's cache from a pass over the source alone (the source never sees the slots,
+        so this is what :meth:`encode` keeps); for an encoder pass run without it."""
+        src_padding = src_tokens.eq(self.pad)
+        types = None if self.backbone.cfg.type_vocab_size < 2 else torch.zeros_like(src_tokens)
+        out = self.backbone(src_tokens, padding_mask=src_padding, token_type_ids=types, return_all_hiddens=True)
+        return torch.stack(out["inner_states"][:-1], 1)
 
     def initial_slots(self, src_tokens):
         """``(slots (B, F), slot_padding_mask (B, F))`` before glancing."""
@@ -363,7 +375,7 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
 
         Returns ``(slots (B, F), revealed (B, F) bool, alignment (B, F), prediction (B, F))``."""
         with torch.no_grad():
-            enc = self.encode(src_tokens, slots, slot_padding_mask)
+            enc = self.encode(src_tokens, slots, slot_padding_mask, source_states=False)
             lprobs = utils.log_softmax(self.lm_head(enc["slot_states"]), -1)
             alignment, score = ctc_best_alignment(lprobs, slot_padding_mask, ctc_targets, ctc_targets.eq(self.pad),
                                                   self.blank)
@@ -380,6 +392,13 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
             self._use_training_size()
         else:
             self._use_generation_size()
+        if self.pruning is not None and torch.is_grad_enabled():
+            # one masked copy of each pruned weight per update, shared by the 6-7 passes (and their backward)
+            with self.pruning.cached_masks():
+                return self._forward(src_tokens, prev_output_tokens, tgt_tokens)
+        return self._forward(src_tokens, prev_output_tokens, tgt_tokens)
+
+    def _forward(self, src_tokens, prev_output_tokens, tgt_tokens):
         slots, slot_padding = self.initial_slots(src_tokens)
         ctc_targets = strip_bos_eos(tgt_tokens, self.bos, self.eos, self.pad)
         ratio = self.glancing(self.num_updates) if self.training else 0.0
@@ -399,10 +418,11 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
                 forbidden=self.never_inserted(), label_smoothing=getattr(self.args, "label_smoothing", 0.0) or 0.0))
             if self.editor_ctc_roll_in:
                 with torch.no_grad():
-                    lprobs = terms["ctc"]["out"].detach().float().clone()  # the term keeps its own logits
-                    lprobs[:, :, sorted({self.bos, self.eos, self.pad} - {self.blank})] = float("-inf")  # as step 0
-                    hyps, _ = ctc_greedy_collapse(lprobs, slot_padding, self.blank, self.pad)
-                    hyps, _ = add_bos_eos(hyps, torch.zeros_like(hyps, dtype=lprobs.dtype), self.bos, self.eos,
+                    # step 0's tokens: the argmax of the logits without <s>, </s> and <pad> (unless it is the blank),
+                    # read off the term's logits (no copy of them)
+                    hyps, _ = ctc_greedy_collapse(terms["ctc"]["out"].detach(), slot_padding, self.blank, self.pad,
+                                                  excluded=sorted({self.bos, self.eos, self.pad} - {self.blank}))
+                    hyps, _ = add_bos_eos(hyps, torch.zeros(hyps.shape, device=hyps.device), self.bos, self.eos,
                                           self.pad)
                 terms.update(ctc_roll_in_terms(features, self.editor_heads, hyps, tgt_tokens, self.pad, self.bos,
                                                self.eos, self.placeholder))
@@ -420,8 +440,10 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
     def editor_features(self, enc, tokens, rows=None):
         """Editor states ``(b, T, C)`` of ``tokens`` ``(b, T)``; ``rows`` ``(B,)`` bool selects the sentences of
         ``enc`` they belong to (all when None)."""
+        if "source_states" not in enc:  # an encoder pass that expected no editor step (see set_editor_steps)
+            enc["source_states"] = self.source_states(enc["src_tokens"])
         src, src_pad, states = enc["src_tokens"], enc["encoder_padding_mask"], enc["source_states"]
-        if rows is not None:
+        if rows is not None and not bool(rows.all()):  # (all rows: no copy of the cache)
             src, src_pad, states = src[rows], src_pad[rows], states[rows]
         return editor_features(self.backbone, src, src_pad, states, tokens, tokens.eq(self.pad))
 
@@ -431,7 +453,13 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
         src_tokens = encoder_inputs[0]
         self._use_generation_size()
         slots, slot_padding = self.initial_slots(src_tokens)
-        return self.encode(src_tokens, slots, slot_padding)
+        return self.encode(src_tokens, slots, slot_padding, source_states=self.editor_steps != 0)
+
+    def set_editor_steps(self, steps):
+        """Editor iterations the generator will run (``--iter-decode-max-iter``; the task's ``build_generator``
+        calls this): with 0 the encoder pass keeps no per-layer source cache. None (the default): unknown, keep it.
+        A cache that is missing when an editor step comes after all is rebuilt from the source alone."""
+        self.editor_steps = steps
 
     def ctc_frame_lprobs(self, encoder_out):
         """Slot log-probabilities ``(B, F, V)`` for step 0 and the slot padding mask ``(B, F)``. ``<s>``, ``</s>``

@@ -273,7 +273,8 @@ class BertEmbeddings(nn.Module):
         (RoBERTa's padding position) or 0 (BERT)."""
         real = (~padding_mask).long()
         rank = torch.cumsum(real, dim=1) - 1
-        longest = int(real.sum(1).max()) if real.numel() else 0
+        # a row can only be too long when the batch is wider than the table (no host sync otherwise)
+        longest = int(real.sum(1).max()) if real.numel() and real.size(1) > self.max_positions else 0
         if longest > self.max_positions:
             raise ValueError(
                 f"a sequence of {longest} tokens is longer than the {self.max_positions} positions of the "

@@ -14,8 +14,12 @@ recomputed every K updates (200 in the paper), and the training objective adds `
 size). One trained model then decodes at any listed size, chosen at generation time.
 
 Masks are applied with ``torch.nn.utils.parametrize`` so that code reading ``linear.weight`` directly (fairseq's
-fast attention path) sees the masked weight.
+fast attention path) sees the masked weight. Cost: a masked weight is computed once per training update
+(:meth:`DynamicBlockPruning.cached_masks`, shared by the update's passes and their backward), and once per model size
+in evaluation mode without gradient (generation, validation), where it is kept until the size, the thresholds, the
+weights or the scores change, or the model goes back to training.
 """
+import contextlib
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -60,14 +64,12 @@ class _BlockMask(nn.Module):
         self.key = key
 
     def forward(self, weight):
-        mask = self._controller.weight_mask(self.key, weight.shape)
-        return weight if mask is None else weight * mask.to(weight.dtype)
+        return self._controller.masked(self.key, weight, lambda: self._controller.weight_mask(self.key, weight.shape))
 
 
 class _BiasMask(_BlockMask):
     def forward(self, bias):
-        mask = self._controller.bias_mask(self.key)
-        return bias if mask is None else bias * mask.to(bias.dtype)
+        return self._controller.masked(self.key, bias, lambda: self._controller.bias_mask(self.key))
 
 
 class DynamicBlockPruning(nn.Module):
@@ -99,21 +101,27 @@ class DynamicBlockPruning(nn.Module):
         self.size = 1.0
         self.thresholds: Dict[Tuple[str, float], float] = {}
         self._thresholds_at: Optional[int] = None
+        self._masked_modules: List[Tuple[nn.Module, str]] = []  # (module, tensor name) of every masked tensor
+        self._frozen: Dict[str, tuple] = {}  # evaluation without gradient: key -> (stamp, masked tensor)
         for i, (attn_linears, fc1, fc2) in enumerate(layers):
             for j, lin in enumerate(attn_linears):
                 key = f"l{i}_attn{j}"
                 rows, cols = (math.ceil(d / block_size) for d in lin.weight.shape)
                 self.scores[key] = nn.Parameter(self._magnitude_init(lin.weight, (rows, cols)))
                 self.kind[key] = ATTENTION
-                parametrize.register_parametrization(lin, "weight", _BlockMask(self, key))
+                self._mask(lin, "weight", _BlockMask(self, key))
             key = f"l{i}_ffn"
             neuron_norm = fc1.weight.detach().norm(dim=1) * fc2.weight.detach().norm(dim=0)
             self.scores[key] = nn.Parameter(self._standardize(neuron_norm))
             self.kind[key] = FFN
-            parametrize.register_parametrization(fc1, "weight", _BlockMask(self, key + ":fc1"))
+            self._mask(fc1, "weight", _BlockMask(self, key + ":fc1"))
             if fc1.bias is not None:
-                parametrize.register_parametrization(fc1, "bias", _BiasMask(self, key))
-            parametrize.register_parametrization(fc2, "weight", _BlockMask(self, key + ":fc2"))
+                self._mask(fc1, "bias", _BiasMask(self, key))
+            self._mask(fc2, "weight", _BlockMask(self, key + ":fc2"))
+
+    def _mask(self, module: nn.Module, name: str, parametrization: nn.Module):
+        parametrize.register_parametrization(module, name, parametrization)
+        self._masked_modules.append((module, name))
 
     # -- initialisation -------------------------------------------------------------------------------------------
     def _magnitude_init(self, weight, grid):
@@ -185,6 +193,43 @@ class DynamicBlockPruning(nn.Module):
 
     def bias_mask(self, key: str) -> Optional[torch.Tensor]:
         return self.score_mask(key)
+
+    # -- cost -----------------------------------------------------------------------------------------------------
+    def masked(self, key: str, tensor: torch.Tensor, mask_fn) -> torch.Tensor:
+        """``tensor * mask_fn()`` (``tensor`` itself when the mask is None, at size 1.0).
+
+        In evaluation mode without gradient the product is kept and returned again until the size, the threshold,
+        ``tensor`` or the scores change (their storage, dtype or in-place version), or :meth:`train` is called
+        (training updates weights through ``.data``, which no version counter sees)."""
+        if self.size >= 1.0:
+            return tensor
+        if self.training or torch.is_grad_enabled():
+            mask = mask_fn()
+            return tensor * mask.to(tensor.dtype)
+        base = key.partition(":")[0]
+        scores = self.scores[base]
+        stamp = (self.size, self.thresholds.get((self.kind[base], self.size)), tensor.data_ptr(), tensor.dtype,
+                 tensor._version, scores.data_ptr(), scores._version)
+        hit = self._frozen.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        out = tensor * mask_fn().to(tensor.dtype)
+        self._frozen[key] = (stamp, out)
+        return out
+
+    def train(self, mode: bool = True):
+        self._frozen.clear()
+        return super().train(mode)
+
+    @contextlib.contextmanager
+    def cached_masks(self):
+        """Within the block, every masked weight is computed once (``torch.nn.utils.parametrize.cached()``), with
+        gradient when it is enabled on entry: all passes of a training update (a glancing pass without gradient
+        included) share one masked copy per weight and one backward through the mask."""
+        with parametrize.cached():
+            for module, name in self._masked_modules:
+                getattr(module, name)  # computed now, in the caller's grad mode
+            yield
 
     def regularization(self) -> torch.Tensor:
         """``mean(sigmoid(S))`` over every score (multiply by lambda in the criterion)."""

@@ -11,7 +11,7 @@ Conventions used throughout the package:
 * CTC targets are the target tokens *without* ``<s>`` / ``</s>``; decoded outputs get them added back so that
   fairseq's generator and scorers see the usual ``[<s>, w1 ... wn, </s>]`` rows.
 """
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -175,21 +175,58 @@ def ctc_objective(
     return loss, nll_term, infinite
 
 
+def max_excluding(values: Tensor, excluded: Sequence[int] = ()) -> Tuple[Tensor, Tensor]:
+    """``values.max(-1)`` with the ids in ``excluded`` never chosen, without a copy of ``values``.
+
+    The maximum of each contiguous range of allowed ids is taken on a view of ``values`` (no ``(..., V)`` copy with
+    ``-inf`` written in), then the best range wins; ties go to the lowest id, as with ``max``.
+
+    Args:
+        values: ``(..., V)`` scores (logits or log-probabilities).
+        excluded: ids in ``[0, V)`` that may not be chosen.
+
+    Returns:
+        ``(best, index)`` of shape ``values.shape[:-1]``.
+    """
+    size = values.size(-1)
+    excluded = sorted({int(i) for i in excluded})
+    if excluded and not 0 <= excluded[0] <= excluded[-1] < size:
+        raise ValueError(f"excluded ids {excluded} outside the {size} classes")
+    ranges, start = [], 0
+    for i in excluded + [size]:
+        if i > start:
+            ranges.append((start, i))
+        start = i + 1
+    if not ranges:
+        raise ValueError(f"every one of the {size} classes is excluded")
+    best, index = None, None
+    for lo, hi in ranges:
+        b, i = values[..., lo:hi].max(-1)
+        i = i + lo
+        if best is None:
+            best, index = b, i
+        else:
+            better = b > best  # strictly: on a tie the lower range keeps it
+            best, index = torch.where(better, b, best), torch.where(better, i, index)
+    return best, index
+
+
 def ctc_greedy_collapse(
-    lprobs: Tensor, frame_padding_mask: Tensor, blank: int, pad: int
+    lprobs: Tensor, frame_padding_mask: Tensor, blank: int, pad: int, excluded: Sequence[int] = ()
 ) -> Tuple[Tensor, Tensor]:
     """Best-path CTC decoding: argmax per frame, merge repeats, drop blanks.
 
     Args:
-        lprobs: ``(B, F, V)`` log-probabilities.
+        lprobs: ``(B, F, V)`` log-probabilities (logits give the same tokens).
         frame_padding_mask: ``(B, F)`` True at padding frames.
         blank, pad: symbol indices.
+        excluded: ids never emitted (the argmax skips them, see :func:`max_excluding`; ``lprobs`` is not copied).
 
     Returns:
         ``(tokens, scores)`` of shape ``(B, L)``, right-padded with ``pad`` / 0: the collapsed token ids and, for
         each, the log-probability of the first frame of its run of repeats.
     """
-    scores, tokens = lprobs.max(-1)  # (B, F)
+    scores, tokens = max_excluding(lprobs, excluded)  # (B, F)
     prev = torch.cat([tokens.new_full((tokens.size(0), 1), -1), tokens[:, :-1]], dim=1)
     keep = (tokens != blank) & (tokens != prev) & ~frame_padding_mask
     return compact(tokens, keep, pad), compact(scores, keep, 0.0)

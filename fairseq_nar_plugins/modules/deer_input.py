@@ -34,7 +34,8 @@ class DEERInput(NamedTuple):
     * ``tokens`` ``(B, S + F)``: source row (as given, any padding side) then the slot row (right-padded);
     * ``padding_mask`` ``(B, S + F)`` True at padding (taken from the masks, never from token ids: a slot may hold a
       blank that equals ``<pad>``, e.g. BERT's ``[PAD]`` blank after glancing);
-    * ``attn_mask`` ``(B, S + F, S + F)`` bool, True where a query may *not* attend to a key;
+    * ``attn_mask`` ``(S + F, S + F)`` bool, True where a query may *not* attend to a key (the same for every
+      sentence: the boundary is the padded source width ``S``);
     * ``token_type_ids`` ``(B, S + F)`` or None (backbones without token types);
     * ``num_source`` ``S`` (the slot part starts there).
     """
@@ -62,15 +63,21 @@ def slot_tokens(src_tokens: Tensor, src_padding_mask: Tensor, ratio: float, mode
     return slots.masked_fill(frame_padding_mask, pad), frame_padding_mask
 
 
-def source_blind_mask(src_padding_mask: Tensor, tgt_padding_mask: Tensor) -> Tensor:
-    """``(B, S + T, S + T)`` bool, True where a query may not attend to a key: every query of the first ``S``
+def shared_source_blind_mask(num_source: int, num_target: int, device=None) -> Tensor:
+    """``(S + T, S + T)`` bool, True where a query may not attend to a key: every query of the first ``S``
     positions (the source) is blind to the last ``T`` positions (slots or editor tokens); the last ``T`` positions
-    see everything. Padding keys are left to the key padding mask."""
-    bsz, s = src_padding_mask.shape
-    t = tgt_padding_mask.size(1)
-    mask = torch.zeros((bsz, s + t, s + t), dtype=torch.bool, device=src_padding_mask.device)
-    mask[:, :s, s:] = True
+    see everything. One mask for the whole batch (padding keys are left to the key padding mask)."""
+    mask = torch.zeros((num_source + num_target, num_source + num_target), dtype=torch.bool, device=device)
+    mask[:num_source, num_source:] = True
     return mask
+
+
+def source_blind_mask(src_padding_mask: Tensor, tgt_padding_mask: Tensor) -> Tensor:
+    """:func:`shared_source_blind_mask` as a writable per-sentence copy, ``(B, S + T, S + T)`` (e.g.
+    :func:`.seq2seq_masks.unilm_seq2seq_mask` writes into it). DEER's stack takes the shared 2-D mask."""
+    bsz, s = src_padding_mask.shape
+    mask = shared_source_blind_mask(s, tgt_padding_mask.size(1), src_padding_mask.device)
+    return mask.expand(bsz, -1, -1).clone()
 
 
 def token_types(src_padding_mask: Tensor, tgt_padding_mask: Tensor, type_vocab_size: int) -> Optional[Tensor]:
@@ -87,7 +94,7 @@ def build_input(src_tokens: Tensor, src_padding_mask: Tensor, slots: Tensor, slo
     return DEERInput(
         tokens=torch.cat([src_tokens, slots], 1),
         padding_mask=torch.cat([src_padding_mask, slot_padding_mask], 1),
-        attn_mask=source_blind_mask(src_padding_mask, slot_padding_mask),
+        attn_mask=shared_source_blind_mask(src_tokens.size(1), slots.size(1), src_tokens.device),
         token_type_ids=token_types(src_padding_mask, slot_padding_mask, type_vocab_size),
         num_source=src_tokens.size(1),
     )

@@ -15,24 +15,93 @@ Heads (every backbone weight is shared; the heads are Levenshtein Transformer's)
 * insertion (``word_ins``): the backbone's masked-LM head over the placeholder positions;
 * deletion (``word_del``): ``f_i W_del^T``, ``W_del`` ``(2, C)`` (1 = delete).
 """
+import importlib
 from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fairseq.models.nat.levenshtein_utils import (
-    _apply_del_words,
-    _apply_ins_masks,
-    _apply_ins_words,
-    _fill,
-    _get_del_targets,
-    _get_ins_targets,
-)
+from fairseq.models.nat.levenshtein_utils import _apply_del_words, _apply_ins_masks, _fill
 from torch import Tensor
 
+from .ctc_utils import max_excluding
 from .deer_input import token_types
 
 MAX_PLACEHOLDERS = 256
+
+
+_LIBNAT: Dict[str, object] = {}
+
+
+def _libnat(cuda: bool):
+    """fairseq's Levenshtein extension, imported once per process: ``(module, is_cuda)``, ``libnat_cuda`` for CUDA
+    tensors when it is built, else the C++ ``libnat``. (fairseq's ``load_libnat`` retries the CUDA import and prints
+    a line to stdout on every call, four times per DEER training step.)"""
+    if not _LIBNAT:
+        for name in ("libnat_cuda", "libnat"):
+            try:
+                _LIBNAT[name] = importlib.import_module(f"fairseq.{name}")
+            except ImportError:
+                _LIBNAT[name] = None
+    if cuda and _LIBNAT["libnat_cuda"] is not None:
+        return _LIBNAT["libnat_cuda"], True
+    if _LIBNAT["libnat"] is None:
+        raise ImportError("fairseq's C++ extension fairseq.libnat (Levenshtein edit paths) is missing: reinstall "
+                          "fairseq from source (pip install fairseq, or python setup.py build_ext --inplace in its "
+                          "checkout)")
+    return _LIBNAT["libnat"], False
+
+
+def _unpadded_rows(tokens: Tensor, pad: int):
+    return [[t for t in row if t != pad] for row in tokens.tolist()]
+
+
+def _get_ins_targets(in_tokens: Tensor, out_tokens: Tensor, pad: int, placeholder: int):
+    """fairseq's ``levenshtein_utils._get_ins_targets`` (same outputs) with libnat loaded once: for each row, the
+    oracle insertions that turn ``in_tokens`` ``(B, T')`` into ``out_tokens`` ``(B, T)``.
+
+    Returns ``(masked_tgt_masks (B, T) bool, masked_tgt_tokens (B, T), mask_ins_targets (B, T' - 1))``: the
+    positions of ``out_tokens`` to insert, ``out_tokens`` with ``placeholder`` there, and how many tokens go after
+    each token of ``in_tokens``."""
+    libnat, cuda = _libnat(in_tokens.is_cuda)
+    if cuda:
+        in_masks, out_masks = in_tokens.ne(pad), out_tokens.ne(pad)
+        mask_ins_targets, masked_tgt_masks = libnat.generate_insertion_labels(
+            out_tokens.int(), libnat.levenshtein_distance(in_tokens.int(), out_tokens.int(),
+                                                          in_masks.sum(1).int(), out_masks.sum(1).int()))
+        masked_tgt_masks = masked_tgt_masks.bool() & out_masks
+        mask_ins_targets = mask_ins_targets.type_as(in_tokens)[:, 1:in_masks.size(1)]
+        mask_ins_targets = mask_ins_targets.masked_fill_(~in_masks[:, 1:], 0)
+    else:
+        in_len, out_len = in_tokens.size(1), out_tokens.size(1)
+        full_labels = libnat.suggested_ed2_path(_unpadded_rows(in_tokens, pad), _unpadded_rows(out_tokens, pad), pad)
+        counts = [[len(c) if c[0] != pad else 0 for c in a[:-1]][1:-1] for a in full_labels]
+        masks = []
+        for row in counts:
+            label = []
+            for n in row:
+                label += [0] + [1] * n
+            masks.append(label + [0] * (out_len - len(label)))
+        masked_tgt_masks = torch.tensor(masks, device=out_tokens.device).bool()
+        mask_ins_targets = torch.tensor([row + [0] * (in_len - 1 - len(row)) for row in counts],
+                                        device=in_tokens.device)
+    return masked_tgt_masks, out_tokens.masked_fill(masked_tgt_masks, placeholder), mask_ins_targets
+
+
+def _get_del_targets(in_tokens: Tensor, out_tokens: Tensor, pad: int) -> Tensor:
+    """fairseq's ``levenshtein_utils._get_del_targets`` (same output) with libnat loaded once: ``(B, T)`` 1 where a
+    token of ``in_tokens`` is outside the Levenshtein alignment to ``out_tokens`` (rows as wide as ``out_tokens``,
+    as fairseq's)."""
+    libnat, cuda = _libnat(in_tokens.is_cuda)
+    if cuda:
+        in_masks, out_masks = in_tokens.ne(pad), out_tokens.ne(pad)
+        targets = libnat.generate_deletion_labels(
+            in_tokens.int(), libnat.levenshtein_distance(in_tokens.int(), out_tokens.int(), in_masks.sum(1).int(),
+                                                         out_masks.sum(1).int()))
+        return targets.type_as(in_tokens).masked_fill_(~in_masks, 0)
+    out_len = out_tokens.size(1)
+    full_labels = libnat.suggested_ed2_path(_unpadded_rows(in_tokens, pad), _unpadded_rows(out_tokens, pad), pad)
+    return torch.tensor([b[-1] + [0] * (out_len - len(b[-1])) for b in full_labels], device=out_tokens.device)
 
 
 def layer_with_memory(layer, x: Tensor, memory: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
@@ -123,34 +192,28 @@ def editor_training_terms(features_fn, lm_head, heads: EditorHeads, prev_output_
             ``--label-smoothing-all-terms``.
 
     Returns ``{"mask_ins", "word_ins", "word_del"}`` (``out`` logits, ``tgt``, ``mask``, ``ls``), as LevT's
-    ``forward``.
+    ``forward``, except that ``word_ins`` is computed at the placeholders only: ``out`` ``(N, V)`` and ``tgt``
+    ``(N,)`` for the ``N`` placeholders in row-major order, ``mask`` ``(N,)`` all True, and ``positions``
+    ``(B, T)`` says where they are.
     """
     masked_tgt_masks, masked_tgt_tokens, mask_ins_targets = _get_ins_targets(
         prev_output_tokens, tgt_tokens, pad, placeholder)
     mask_ins_targets = mask_ins_targets.clamp(min=0, max=MAX_PLACEHOLDERS - 1)
     mask_ins_out = heads.mask_ins(features_fn(prev_output_tokens))
-    word_ins_out = lm_head(features_fn(masked_tgt_tokens))
+    # the output layer only where the loss is: at the placeholders (N of the B x T positions)
+    word_ins_out = lm_head(features_fn(masked_tgt_tokens)[masked_tgt_masks])  # (N, V)
     # deletion learns from the insertion classifier's own (argmax) predictions at the placeholders, with the ids
     # decoding never inserts excluded (as editor_iteration does)
-    word_predictions = _argmax_excluding(word_ins_out.detach(), forbidden)
-    word_predictions = word_predictions.masked_scatter(~masked_tgt_masks, tgt_tokens[~masked_tgt_masks])
+    word_predictions = tgt_tokens.masked_scatter(masked_tgt_masks, max_excluding(word_ins_out.detach(), forbidden)[1])
     word_del_targets = _get_del_targets(word_predictions, tgt_tokens, pad)
     word_del_out = heads.word_del(features_fn(word_predictions))
     return {
         "mask_ins": {"out": mask_ins_out, "tgt": mask_ins_targets, "mask": prev_output_tokens[:, 1:].ne(pad),
                      "ls": 0.01},
-        "word_ins": {"out": word_ins_out, "tgt": tgt_tokens, "mask": masked_tgt_masks, "ls": label_smoothing},
+        "word_ins": {"out": word_ins_out, "tgt": tgt_tokens[masked_tgt_masks], "ls": label_smoothing,
+                     "mask": masked_tgt_masks.new_ones(word_ins_out.size(0)), "positions": masked_tgt_masks},
         "word_del": {"out": word_del_out, "tgt": word_del_targets, "mask": word_predictions.ne(pad)},
     }
-
-
-def _argmax_excluding(logits: Tensor, forbidden) -> Tensor:
-    """``argmax`` over the last dimension of ``logits`` ``(B, T, V)`` with the ids in ``forbidden`` never chosen."""
-    if not forbidden:
-        return logits.argmax(-1)
-    blocked = torch.zeros(logits.size(-1), dtype=torch.bool, device=logits.device)
-    blocked[list(forbidden)] = True
-    return logits.masked_fill(blocked, float("-inf")).argmax(-1)
 
 
 def ctc_roll_in_terms(features_fn, heads: EditorHeads, hypotheses: Tensor, tgt_tokens: Tensor, pad: int, bos: int,
@@ -215,17 +278,32 @@ def editor_iteration(features_fn, lm_head, heads: EditorHeads, tokens: Tensor, s
         n_ins = torch.minimum(n_ins, _spread_budget(n_ins, room))
         t, s = _apply_ins_masks(tokens[can_ins].clone(), scores[can_ins].clone(), n_ins, pad, placeholder, eos)
         tokens, scores = _fill(tokens, can_ins, t, pad), _fill(scores, can_ins, s, 0)
-    # fill placeholders
-    can_fill = tokens.eq(placeholder).sum(1) > 0
-    if can_fill.any():
-        lp = F.log_softmax(lm_head(features_fn(can_fill, tokens[can_fill])).float(), -1)
-        if forbidden:
-            lp[:, :, list(forbidden)] = float("-inf")
-        best, pred = lp.max(-1)
-        t, s = _apply_ins_words(tokens[can_fill], scores[can_fill], pred, best.to(scores.dtype), placeholder)
-        tokens, scores = _fill(tokens, can_fill, t, pad), _fill(scores, can_fill, s, 0)
+    tokens, scores = fill_placeholders(features_fn, lm_head, tokens, scores, pad, placeholder, forbidden)
     cut = int(tokens.ne(pad).sum(1).max())
     return tokens[:, :cut], scores[:, :cut]
+
+
+def fill_placeholders(features_fn, lm_head, tokens: Tensor, scores: Tensor, pad: int, placeholder: int,
+                      forbidden=()):
+    """The fill sub-step of :func:`editor_iteration`: each placeholder takes its most likely token that is not
+    ``forbidden``, and its log-probability as score (LevT's ``_apply_ins_words``). The output layer runs at the
+    placeholders only, not over whole rows.
+
+    Args:
+        features_fn: ``(rows (B,) bool, tokens (b, T)) -> (b, T, C)``.
+        tokens, scores: ``(B, T)``.
+
+    Returns ``(tokens, scores)`` ``(B, T)``.
+    """
+    can_fill = tokens.eq(placeholder).sum(1) > 0
+    if not can_fill.any():
+        return tokens, scores
+    t, s = tokens[can_fill], scores[can_fill]
+    holes = t.eq(placeholder)
+    lp = F.log_softmax(lm_head(features_fn(can_fill, t)[holes]).float(), -1)  # (N, V)
+    best, pred = max_excluding(lp, forbidden)
+    t, s = t.masked_scatter(holes, pred), s.masked_scatter(holes, best.to(s.dtype))
+    return _fill(tokens, can_fill, t, pad), _fill(scores, can_fill, s, 0)
 
 
 def _spread_budget(n_ins: Tensor, room: Tensor) -> Tensor:

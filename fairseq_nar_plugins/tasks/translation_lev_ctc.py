@@ -11,7 +11,8 @@ What it adds to ``translation_lev`` (noise injection, ``IterativeRefinementGener
   split when the split is loaded, then **skipped in the training split** (``--train-subset``), and **kept in every
   other split**, where their loss is infinite: the ``ctc`` criterion zeroes it and counts it in the ``ctc_inf`` stat,
   and generation still produces a (necessarily too short) hypothesis so that scores stay comparable.
-* validation BLEU (``--eval-bleu``, ``--eval-bleu-interval-updates``) through the mixin of :mod:`.translation_lev_bleu`.
+* validation BLEU (``--eval-bleu``, ``--eval-bleu-interval-updates``) through the mixin of :mod:`.translation_lev_bleu`;
+* bfloat16 mixed precision on any device (``--autocast-bf16``, :mod:`.autocast`).
 """
 import logging
 import os
@@ -24,6 +25,7 @@ from fairseq.tasks.translation_lev import TranslationLevenshteinTask
 
 from .. import fingerprint
 from ..modules.ctc_utils import DEFAULT_BLANK_SYMBOL, add_blank_symbol, ctc_required_frames, num_frames
+from .autocast import AutocastMixin
 from .translation_lev_bleu import TranslationLevBLEUConfig, ValidationBLEUMixin
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,15 @@ class TranslationLevCTCConfig(TranslationLevBLEUConfig):
             "(e.g. '<unk>' reuses the unknown-word symbol, as DEER does with pretrained vocabularies)"
         },
     )
+    autocast_bf16: bool = field(
+        default=False,
+        metadata={
+            "help": "bfloat16 mixed precision on any device, the CPU included (fairseq's --bf16 needs a TPU): the "
+            "forward passes of training, validation and generation run under torch.autocast(bfloat16), weights, "
+            "optimizer and losses stay fp32. Faster only with native bf16 arithmetic (AVX512-BF16/AMX CPUs, "
+            "Ampere+ GPUs); emulated elsewhere, and then slower than fp32"
+        },
+    )
 
 
 def unalignable_mask(dataset, ratio: float) -> np.ndarray:
@@ -90,7 +101,7 @@ def _trains_with_ctc(model) -> bool:
 
 
 @register_task("translation_lev_ctc", dataclass=TranslationLevCTCConfig)
-class TranslationLevCTCTask(ValidationBLEUMixin, TranslationLevenshteinTask):
+class TranslationLevCTCTask(AutocastMixin, ValidationBLEUMixin, TranslationLevenshteinTask):
     """Translation with CTC non-autoregressive decoders (see module docstring for the data policy)."""
 
     cfg: TranslationLevCTCConfig
@@ -137,6 +148,15 @@ class TranslationLevCTCTask(ValidationBLEUMixin, TranslationLevenshteinTask):
         self._ctc_model_arch = (getattr(cfg, "arch", None) or getattr(cfg, "_name", None)) if _trains_with_ctc(
             model) else None
         return model
+
+    def build_generator(self, models, args, **kwargs):
+        """fairseq's ``IterativeRefinementGenerator``; models that can skip work when no refinement step follows
+        (DEER: no per-layer source cache at --iter-decode-max-iter 0) are told how many steps it runs."""
+        generator = super().build_generator(models, args, **kwargs)
+        for model in models:
+            if hasattr(model, "set_editor_steps"):
+                model.set_editor_steps(generator.max_iter)
+        return generator
 
     def build_criterion(self, cfg):
         arch = getattr(self, "_ctc_model_arch", None)

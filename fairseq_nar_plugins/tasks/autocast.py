@@ -1,0 +1,68 @@
+"""``--autocast-bf16``: bfloat16 mixed precision for the NAR tasks, on the CPU as on a GPU.
+
+fairseq offers ``--bf16`` (the model cast to bfloat16, fp32 master weights), but it implies ``--tpu``: with ``--cpu``
+its trainer asks torch_xla for a device and stops (``'NoneType' object has no attribute 'xla_device'``); ``--amp``
+autocasts on CUDA only. With ``--autocast-bf16`` the task runs the model's forward passes under
+``torch.autocast(device_type, dtype=torch.bfloat16)`` in training, validation and generation:
+
+* matrix products (linear layers, attention) run in bfloat16; weights, gradients and the optimizer stay fp32, so no
+  loss scaling is needed and checkpoints are ordinary fp32 ones;
+* the model's floating outputs are returned to the criterion as fp32, so that log-softmax, the losses and their
+  reductions run in fp32 (under CPU autocast ``log_softmax`` would otherwise stay in bfloat16).
+
+Whether it is faster depends on the hardware: it needs native bfloat16 arithmetic (CPUs with AVX512-BF16 or AMX,
+GPUs from Ampere on); elsewhere bfloat16 matrix products are emulated and much slower than fp32 (see
+``scripts/training_cost.py --precision bf16`` to measure).
+"""
+import torch
+from fairseq import utils
+
+
+def _fp32(tensor):
+    return tensor.float() if torch.is_tensor(tensor) and tensor.dtype == torch.bfloat16 else tensor
+
+
+class _AutocastModel:
+    """``model`` as the criterion sees it: its forward under bf16 autocast, bf16 outputs returned as fp32. Every
+    other attribute is the model's."""
+
+    def __init__(self, model):
+        object.__setattr__(self, "_model", model)
+
+    def __call__(self, *args, **kwargs):
+        device = next(self._model.parameters()).device.type
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            out = self._model(*args, **kwargs)
+        return utils.apply_to_sample(_fp32, out)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._model, name, value)
+
+
+def _autocast_for(model):
+    return torch.autocast(device_type=next(model.parameters()).device.type, dtype=torch.bfloat16)
+
+
+class AutocastMixin:
+    """Adds ``--autocast-bf16`` (a bool ``autocast_bf16`` field of the task's config) to a fairseq task."""
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if not self.cfg.autocast_bf16:
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        # the forward (inside the criterion) is autocast; the backward follows the forward's dtypes
+        return super().train_step(sample, _AutocastModel(model), criterion, optimizer, update_num, ignore_grad)
+
+    def valid_step(self, sample, model, criterion, **kwargs):
+        if not self.cfg.autocast_bf16:
+            return super().valid_step(sample, model, criterion, **kwargs)
+        with _autocast_for(model):  # also the validation BLEU's decoding
+            return super().valid_step(sample, _AutocastModel(model), criterion, **kwargs)
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        if not self.cfg.autocast_bf16:
+            return super().inference_step(generator, models, sample, prefix_tokens, constraints)
+        with _autocast_for(models[0]):
+            return super().inference_step(generator, models, sample, prefix_tokens, constraints)
