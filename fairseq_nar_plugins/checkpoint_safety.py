@@ -24,8 +24,8 @@
    checkpoint in the directory that loads (most updates), with a warning naming both files. With
    ``--no-last-checkpoints``, ``--finetune-from-model`` or an explicit ``--restore-file`` nothing is substituted.
 5. **Model overrides are checked**: ``--model-overrides`` naming an option that the checkpoint's configuration
-   lacks but another registered model has (``{'prune_size': 0.5}`` for a model without pruning) is an error; other
-   unknown keys get a warning (fairseq ignores them).
+   lacks but another of this plugin's models has (``{'prune_size': 0.5}`` for a model without pruning) is an error;
+   other unknown keys get a warning (fairseq ignores them).
 6. **Load hooks** (:func:`add_load_hook`): functions called with ``(state, path)`` after every load, used by
    :mod:`fairseq_nar_plugins.fingerprint` to attach what decoding must agree with. While ``fairseq-train`` restores
    a checkpoint, the training task's ``check_checkpoint_state(state, path, resuming)`` (if it has one) is called
@@ -301,11 +301,13 @@ def _config_keys(node, keys):
 
 
 def _model_options():
-    """{option dest: [model names that have it]} over every registered fairseq model (add_args or dataclass)."""
+    """{option dest: [model names that have it]} over this plugin's registered models (add_args or dataclass)."""
     from fairseq.models import MODEL_DATACLASS_REGISTRY, MODEL_REGISTRY
 
     owners = {}
     for name, cls in MODEL_REGISTRY.items():
+        if not cls.__module__.startswith("fairseq_nar_plugins"):
+            continue
         dests = set()
         dc = MODEL_DATACLASS_REGISTRY.get(name)
         if dc is not None:
@@ -323,8 +325,9 @@ def _model_options():
 
 
 def check_model_overrides(state, overrides, path):
-    """Refuse override keys that the checkpoint's configuration lacks but another model defines (they would be
-    ignored, e.g. ``prune_size`` for a model without pruning); warn about other unknown keys."""
+    """Refuse override keys that the checkpoint's configuration lacks but another of this plugin's models defines
+    (they would be ignored, e.g. ``prune_size`` for a model without pruning); warn about other unknown keys (fairseq
+    ignores them)."""
     known = set()
     if state.get("args") is not None:
         _config_keys(state["args"], known)
