@@ -281,6 +281,21 @@ def _classify_unpickling(path, e):
     return CorruptCheckpointError(path, f"its pickled part (data.pkl) is damaged ({last})")
 
 
+def load_file(path, **kwargs):
+    """``torch.load(path, weights_only=True, **kwargs)`` for files read outside fairseq's loader (converted
+    backbones): empty, truncated or damaged files raise :class:`CorruptCheckpointError`, objects outside the
+    allow-list :class:`UnsafeCheckpointError`, both naming the file."""
+    verify_checkpoint_file(path)
+    try:
+        return torch.load(path, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as e:
+        raise _classify_unpickling(path, e) from e
+    except Exception as e:
+        if _looks_corrupt(e):
+            raise CorruptCheckpointError(path, f"the file is truncated or damaged ({type(e).__name__})") from e
+        raise
+
+
 # ------------------------------------------------------------------------------------------------ model overrides
 def _config_keys(node, keys):
     from omegaconf import DictConfig

@@ -40,7 +40,7 @@ def test_fault_drill_sigkill_at_seven_points_resumes_to_the_same_parameters(toy_
     assert report["updates"] == report["reference_updates"] == 50 and report["differing_tensors"] == []
     assert report["fallback_warnings"] == 3
     log = (tmp_path / "w" / "drill.log").read_text()
-    warning = re.search(r"WARNING.*", log[log.index("cannot be loaded") - 200:]).group(0)
+    warning = next(line for line in log.splitlines() if "cannot be loaded" in line)
     assert "checkpoint_last.pt cannot be loaded" in warning and "resuming from" in warning
     assert "checkpoint_2_40.pt (40 updates)" in warning
     assert proc.returncode == 0
@@ -319,6 +319,19 @@ def test_2h_vocabulary_size_error_suggests_the_blank_of_the_vocabulary_family():
         with pytest.raises(PretrainedCheckpointError, match=re.escape(f"--ctc-blank-symbol '{blank}' for this "
                                                                       f"{vocab.family} vocabulary")):
             check_vocabulary(task_dict, imported)
+
+
+def test_2i_truncated_converted_backbone_names_the_file(tmp_path):
+    from fairseq_nar_plugins.checkpoint_safety import CorruptCheckpointError
+    from fairseq_nar_plugins.modules.pretrained_import import CONVERTED_FORMAT, import_checkpoint
+
+    folder = tmp_path / "pt"
+    folder.mkdir()
+    torch.save({"format": CONVERTED_FORMAT, "version": 1, "model": {"w": torch.zeros(64, 64)}}, folder / "backbone.pt")
+    data = (folder / "backbone.pt").read_bytes()
+    (folder / "backbone.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptCheckpointError, match=r"pt/backbone\.pt: the file is truncated or damaged"):
+        import_checkpoint(str(folder))
 
 
 def test_2j_plugin_training_checkpoint_as_pretrained_encoder_says_what_it_is(toy_ckpt):

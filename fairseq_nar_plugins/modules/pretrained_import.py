@@ -548,7 +548,9 @@ def load_converted(path: str) -> ImportedCheckpoint:
     """Read a ``backbone.pt`` written by :func:`save_converted`."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"converted checkpoint {path!r} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from ..checkpoint_safety import load_file
+
+    state = load_file(path, map_location="cpu")  # names the file if it is truncated, damaged or unsafe
     if not isinstance(state, dict) or state.get("format") != CONVERTED_FORMAT:
         raise PretrainedCheckpointError(f"{path} is not a checkpoint written by scripts/convert_pretrained.py")
     return _from_converted_state(state, path)
