@@ -81,3 +81,89 @@ def test_warm_start_refuses_a_checkpoint_of_another_shape(ar_teacher, tmp_path):
         warm_start(other, ar_teacher)
     with pytest.raises(FileNotFoundError, match="--init-from-checkpoint .*missing.pt: file not found"):
         warm_start(other, str(tmp_path / "missing.pt"))
+
+
+def _build(data_bin, *flags):
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    import fairseq_nar_plugins  # noqa: F401
+
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        data_bin, "--user-dir", USER_DIR, "--task", "translation_lev_ctc", "--criterion", "ctc", "--cpu", *flags])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    torch.manual_seed(0)
+    return task, task.build_model(cfg.model), cfg
+
+
+LAYER_TENSORS = ("self_attn.q_proj.weight", "self_attn.out_proj.bias", "self_attn_layer_norm.weight", "fc1.weight", "fc1.bias",
+                 "fc2.bias", "final_layer_norm.bias")
+
+
+def _weight(state, name):
+    """A tensor by its plain name, or by its parametrized original (DEER's pruned linears)."""
+    if name in state:
+        return state[name]
+    module, leaf = name.rsplit(".", 1)
+    return state[f"{module}.parametrizations.{leaf}.original"]
+
+
+def test_bnb_takes_the_teacher_layers_embeddings_and_output_layer(ar_teacher, toy_data_bin):
+    from fairseq import checkpoint_utils
+
+    teacher = checkpoint_utils.load_checkpoint_to_cpu(ar_teacher)["model"]
+    task, model, cfg = _build(toy_data_bin, "--noise", "full_mask", "--arch", "bnb_tiny", "--length-mode", "ctc",
+                              "--share-all-embeddings", "--init-from-checkpoint", ar_teacher)
+    own = model.state_dict()
+    for side in ("encoder", "decoder"):
+        for i in range(2):
+            names = LAYER_TENSORS + (("encoder_attn.k_proj.weight", "encoder_attn_layer_norm.bias")
+                                     if side == "decoder" else ())
+            for t in names:
+                assert torch.equal(own[f"{side}.backbone.layers.{i}.{t}"], teacher[f"{side}.layers.{i}.{t}"]), t
+    emb_t = teacher["encoder.embed_tokens.weight"]
+    for name in ("encoder.backbone.embeddings.embed_tokens.weight", "decoder.lm_head.weight"):
+        assert torch.equal(own[name][: emb_t.shape[0]], emb_t) and own[name].shape[0] == emb_t.shape[0] + 1
+    assert cfg.model.init_from_checkpoint is None
+    # what the teacher does not have keeps its initialisation: the latent projection is not all zeros
+    assert own["encoder.latent_proj.weight"].abs().sum() > 0
+
+
+def test_deer_stacks_the_teacher_encoder_then_decoder_layers(ar_teacher, toy_data_bin):
+    from fairseq import checkpoint_utils
+
+    teacher = checkpoint_utils.load_checkpoint_to_cpu(ar_teacher)["model"]
+    task, model, cfg = _build(toy_data_bin, "--noise", "random_delete", "--arch", "deer_tiny", "--encoder-layers",
+                              "4", "--share-all-embeddings", "--prune", "--prune-sizes", "1.0,0.5",
+                              "--init-from-checkpoint", ar_teacher)
+    own = model.state_dict()
+    for layer, source in ((0, "encoder.layers.0"), (1, "encoder.layers.1"), (2, "decoder.layers.0"),
+                          (3, "decoder.layers.1")):
+        for t in LAYER_TENSORS:
+            assert torch.equal(_weight(own, f"backbone.layers.{layer}.{t}"), teacher[f"{source}.{t}"]), (layer, t)
+    emb_t = teacher["encoder.embed_tokens.weight"]
+    assert torch.equal(own["backbone.embeddings.embed_tokens.weight"][: emb_t.shape[0]], emb_t)
+    assert not any("encoder_attn" in k for k in own)
+    assert cfg.model.init_from_checkpoint is None
+    with pytest.raises(ValueError, match="--init-from-checkpoint and --pretrained-encoder"):
+        _build(toy_data_bin, "--noise", "random_delete", "--arch", "deer_tiny", "--share-all-embeddings",
+               "--init-from-checkpoint", ar_teacher, "--pretrained-encoder", ar_teacher)
+
+
+def test_elmer_takes_the_teacher_layers_and_embeddings(ar_teacher, toy_data_bin):
+    from fairseq import checkpoint_utils
+
+    teacher = checkpoint_utils.load_checkpoint_to_cpu(ar_teacher)["model"]
+    _, model, cfg = _build(toy_data_bin, "--task", "translation_lev", "--noise", "full_mask", "--arch", "elmer_tiny",
+                           "--criterion", "layer_permutation", "--share-all-embeddings",
+                           "--init-from-checkpoint", ar_teacher)
+    own = model.state_dict()
+    for side in ("encoder", "decoder"):
+        for i in range(2):
+            for t in LAYER_TENSORS:
+                assert torch.equal(own[f"{side}.backbone.layers.{i}.{t}"], teacher[f"{side}.layers.{i}.{t}"]), t
+    emb_t = teacher["encoder.embed_tokens.weight"]
+    emb = own["encoder.backbone.embeddings.embed_tokens.weight"]
+    assert torch.equal(emb[: emb_t.shape[0]], emb_t)
+    assert cfg.model.init_from_checkpoint is None

@@ -8,6 +8,8 @@
 #        nat_ctc_warm         the same, post-LN like the teacher and warm-started from its weights (--init-from-checkpoint)
 #        bnb / bnb_lc         ours: BERT-NAR-BERT (random init, the 8k joint vocabulary), CTC / length classification
 #        deer                 ours: one 6 x 256 stack (= the 3+3 of the others), CTC + Levenshtein editor, block pruning
+#        bnb_warm / deer_warm / elmer_warm   the same as bnb / deer / elmer, warm-started from the teacher (--init-from-checkpoint: its layers
+#                             and embeddings; DEER's stack takes its encoder layers, then its decoder layers)
 #        elmer                ours: early-exit NAR decoder over a [MASK] canvas (soft exit; LPLM loss), 3+3 x 256
 #        cmlm_transformer, nonautoregressive_transformer   fairseq's peers (mask-predict; vanilla NAT)
 #   3. scripts/benchmark.py --mode full on test_2016_flickr (timed) and test_2017_flickr (scored): sacreBLEU with its
@@ -28,7 +30,8 @@ MINUTES=${3:-60}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 USER_DIR=$ROOT/fairseq_nar_plugins
-SYSTEMS=${SYSTEMS:-"nat_ctc_transformer nat_ctc_warm deer bnb bnb_lc elmer cmlm_transformer nonautoregressive_transformer"}
+SYSTEMS=${SYSTEMS:-"nat_ctc_transformer nat_ctc_warm deer deer_warm bnb bnb_warm bnb_lc elmer elmer_warm \
+cmlm_transformer nonautoregressive_transformer"}
 LANES=${LANES:-$(nproc)}
 EVAL_EVERY=${EVAL_EVERY:-200}
 TEACHER_MINUTES=${TEACHER_MINUTES:-150}
@@ -60,12 +63,16 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
       --criterion ctc --label-smoothing 0.1 --lr 0.0007 --warmup-updates 100" ;;
     bnb) echo "--task translation_lev_ctc --noise full_mask --arch bnb_tiny --length-mode ctc $STACK \
       --share-all-embeddings --criterion ctc --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
+    bnb_warm) echo "$(flags bnb | sed 's/--lr 0.001 --warmup-updates 200/--lr 0.0007 --warmup-updates 100/') \
+      --init-from-checkpoint $WORK/ckpt/transformer/checkpoint_best.pt" ;;
     bnb_lc) echo "--task translation_lev_bleu --noise full_mask --arch bnb_tiny --length-mode lc $STACK \
       --share-all-embeddings --criterion nat_loss --label-smoothing 0.1 --length-loss-factor 0.1 \
       --lr 0.001 --warmup-updates 200" ;;
     deer) echo "--task translation_lev_ctc --noise random_delete --arch deer_tiny --encoder-layers 6 \
       --encoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --share-all-embeddings \
       --prune --prune-sizes 1.0,0.75,0.5,0.25 --criterion ctc --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
+    deer_warm) echo "$(flags deer | sed 's/--lr 0.001 --warmup-updates 200/--lr 0.0007 --warmup-updates 100/') \
+      --init-from-checkpoint $WORK/ckpt/transformer/checkpoint_best.pt" ;;
     cmlm_transformer) echo "--task translation_lev_bleu --noise random_mask --arch cmlm_transformer $SIZE \
       --share-all-embeddings --apply-bert-init --dropout 0.1 --criterion nat_loss --label-smoothing 0.1 \
       --length-loss-factor 0.1 --lr 0.001 --warmup-updates 200" ;;
@@ -76,13 +83,15 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
     elmer) echo "--task translation_lev_bleu --noise full_mask --arch elmer_small --exit-mode soft \
       --share-all-embeddings --criterion layer_permutation --canvas-ratio 2 --canvas-offset 4 --canvas-max-length 128 \
       --dropout 0.1 --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
-    *) echo "ERROR: unknown system '$1' in SYSTEMS (known: nat_ctc_transformer nat_ctc_warm bnb bnb_lc deer elmer \
-cmlm_transformer nonautoregressive_transformer)" >&2; return 1 ;;
+    elmer_warm) echo "$(flags elmer | sed 's/--lr 0.001 --warmup-updates 200/--lr 0.0007 --warmup-updates 100/') \
+      --init-from-checkpoint $WORK/ckpt/transformer/checkpoint_best.pt" ;;
+    *) echo "ERROR: unknown system '$1' in SYSTEMS (known: nat_ctc_transformer nat_ctc_warm bnb bnb_warm bnb_lc deer \
+deer_warm elmer elmer_warm cmlm_transformer nonautoregressive_transformer)" >&2; return 1 ;;
   esac
 }
 eval_args() {  # validation decoding: one pass, except the iterative systems' headline settings
   case $1 in
-    deer) echo '{"iter_decode_max_iter": 2}' ;;
+    deer|deer_warm) echo '{"iter_decode_max_iter": 2}' ;;
     cmlm_transformer) echo '{"iter_decode_max_iter": 9}' ;;
     *) echo "$ONE_PASS" ;;
   esac
@@ -123,13 +132,17 @@ MARGS=(--model-args "transformer=--max-len-a 1.2 --max-len-b 10")
 for s in $SYSTEMS; do
   case $s in  # the benchmark's model names (evaluation/registry.py); a label tells two checkpoints of one model apart
     nat_ctc_warm) CKPTS+=(--checkpoint "nat_ctc_transformer@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
+    bnb_warm) CKPTS+=(--checkpoint "bnb@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
+    deer_warm) CKPTS+=(--checkpoint "deer@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     elmer) CKPTS+=(--checkpoint "elmer=$WORK/ckpt/$s/checkpoint_best.pt" \
                    --checkpoint "elmer_hard=$WORK/ckpt/$s/checkpoint_best.pt") ;;
+    elmer_warm) CKPTS+=(--checkpoint "elmer@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     *) CKPTS+=(--checkpoint "$s=$WORK/ckpt/$s/checkpoint_best.pt") ;;
   esac
-  if [ "$s" = deer ]; then
-    CKPTS+=(--checkpoint "deer@50%=$WORK/ckpt/deer/checkpoint_best.pt")
-    MARGS+=(--model-args "deer@50%=--model-overrides {'prune_size':0.5}")
+  if [ "$s" = deer ] || [ "$s" = deer_warm ]; then
+    label=$([ "$s" = deer ] && echo "deer@50%" || echo "deer@warm-start-50%")
+    CKPTS+=(--checkpoint "$label=$WORK/ckpt/$s/checkpoint_best.pt")
+    MARGS+=(--model-args "$label=--model-overrides {'prune_size':0.5}")
   fi
 done
 OMP_NUM_THREADS=${BENCH_THREADS:-1} python "$ROOT/scripts/benchmark.py" --mode full --out-dir "$WORK/report" \

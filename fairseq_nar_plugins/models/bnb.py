@@ -43,6 +43,7 @@ from ..modules.ctc_utils import strip_bos_eos
 from ..modules.length_predictor import LengthClassifier
 from ..modules.pretrained_import import build_pretrained_backbone
 from ..modules.source_copy import gather_source, ratio_copy_index, uniform_copy_index
+from ..modules.warm_start import add_init_from_checkpoint_arg, encoder_decoder_rename, init_from_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +246,11 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
         parser.add_argument("--pretrained-decoder", type=str, metavar="PATH",
                             help="initialise the decoder's self-attention/FFN/embeddings from this checkpoint "
                             "(default: the --pretrained-encoder checkpoint, as BnB does)")
+        add_init_from_checkpoint_arg(
+            parser, "its encoder layers initialise the encoder's, its decoder layers (self-attention, "
+            "cross-attention, FFN) the decoder's, its embeddings and output layer the word embeddings and LM head; "
+            "positions, latent projection and length classifier keep their initialisation (instead of "
+            "--pretrained-encoder)")
         parser.add_argument("--cross-attention-init", choices=("random", "self_attention"),
                             help="decoder cross-attention: 'random' (BERT2BERT, BnB) or a copy of each layer's "
                             "self-attention (MLAE)")
@@ -269,6 +275,9 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
                 raise ValueError("bnb with --length-mode ctc needs --task translation_lev_ctc")
             args.upsample_ratio = task.upsample_ratio
             args.ctc_blank_idx = task.blank_idx
+        if getattr(args, "init_from_checkpoint", None) and (args.pretrained_encoder or args.pretrained_decoder):
+            raise ValueError("--init-from-checkpoint and --pretrained-encoder/--pretrained-decoder both initialise "
+                             "the model: pass one of them")
         if task.source_dictionary != task.target_dictionary and args.pretrained_encoder:
             logger.warning("source and target dictionaries differ; the pretrained checkpoint must fit both")
         enc_backbone, _ = build_backbone(args, "encoder", task.source_dictionary, args.pretrained_encoder, False)
@@ -291,7 +300,10 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
             src_limit = min(src_limit, int(dec_backbone.max_positions() // args.upsample_ratio))
         args.max_source_positions = min(args.max_source_positions, src_limit)
         args.max_target_positions = min(args.max_target_positions, dec_backbone.max_positions())
-        return cls(args, encoder, decoder)
+        model = cls(args, encoder, decoder)
+        init_from_checkpoint(model, args, rename=encoder_decoder_rename(
+            len(enc_backbone.layers), len(dec_backbone.layers), output=["decoder.lm_head.weight"]))
+        return model
 
     def max_positions(self):
         """``(source, target)`` lengths the model takes (``--max-source-positions`` / ``--max-target-positions``
@@ -418,6 +430,7 @@ def bnb_base(args):
     set_default(args, "pretrained_encoder", None)
     set_default(args, "pretrained_decoder", None)
     set_default(args, "cross_attention_init", "random")
+    set_default(args, "init_from_checkpoint", None)
     set_default(args, "max_positions_table", 512)
     set_dropout_defaults(args)
     set_default(args, "max_source_positions", args.max_positions_table)

@@ -53,6 +53,7 @@ from ..modules.levenshtein_editor import (
     editor_training_terms,
 )
 from ..modules.pretrained_import import build_pretrained_backbone
+from ..modules.warm_start import add_init_from_checkpoint_arg, init_from_checkpoint, transformer_to_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +202,11 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
                             "scripts/convert_pretrained.py; its sizes replace the architecture's and the data must "
                             "use its dictionary (reuse a symbol as CTC blank: --ctc-blank-symbol '<unk>' for "
                             "RoBERTa/XLM-R, '[PAD]' for BERT)")
+        add_init_from_checkpoint_arg(
+            parser, "its encoder layers initialise the first layers of the stack and its decoder layers' "
+            "self-attention and FFN the next ones (its cross-attention is not used), its embeddings and output layer "
+            "the word embeddings and LM head; positions, editor heads and pruning scores keep their initialisation "
+            "(instead of --pretrained-encoder)")
         parser.add_argument("--backbone-layer-shapes", type=str, default=None, metavar="JSON",
                             help="JSON per-layer shapes of a physically pruned backbone written by "
                             "scripts/export_pruned.py; set by that script, not by hand")
@@ -255,6 +261,9 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
             raise ValueError(f"--prune-size must lie in (0, 1], got {args.prune_size}")
         args.upsample_ratio = task.upsample_ratio
         args.ctc_blank_idx = task.blank_idx
+        if getattr(args, "init_from_checkpoint", None) and args.pretrained_encoder:
+            raise ValueError("--init-from-checkpoint and --pretrained-encoder both initialise the stack: pass one "
+                             "of them")
         backbone, lm_head = build_deer_backbone(args, task.target_dictionary)
         # the checkpoint is only read when the model is first built: a trained model reloads its own weights
         args.pretrained_encoder = None
@@ -265,7 +274,11 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
             if given is not None and given < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {given}: must be positive")
             setattr(args, name, limit if given is None else min(given, limit))
-        return cls(args, task.target_dictionary, backbone, lm_head)
+        model = cls(args, task.target_dictionary, backbone, lm_head)
+        init_from_checkpoint(model, args, rename=transformer_to_backbone(
+            [f"backbone.layers.{i}." for i in range(len(backbone.layers))], None,
+            embed=["backbone.embeddings.embed_tokens.weight"], output=["lm_head.weight"], cross_attention=False))
+        return model
 
     def max_positions(self):
         return (self.args.max_source_positions, self.args.max_target_positions)
@@ -515,6 +528,7 @@ def deer_base(args):
     set_default(args, "backbone_family", "roberta")
     set_default(args, "max_positions_table", 512)
     set_default(args, "pretrained_encoder", None)
+    set_default(args, "init_from_checkpoint", None)
     set_default(args, "backbone_layer_shapes", None)
     set_default(args, "backbone_config", None)
     set_default(args, "deer_slot_input", "copy")

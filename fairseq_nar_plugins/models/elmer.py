@@ -1,5 +1,10 @@
-"""ELMER (shared/papers/001, Li et al., EMNLP 2022): a non-autoregressive encoder-decoder whose tokens exit at
-different decoder layers, pretrained with the Layer Permutation LM.
+"""ELMER: a non-autoregressive encoder-decoder whose tokens exit at different decoder layers, pretrained with the
+Layer Permutation LM.
+
+This file implements:
+Li, Junyi, Tianyi Tang, Wayne Xin Zhao, Jian-Yun Nie and Ji-Rong Wen.
+"ELMER: A Non-Autoregressive Pre-trained Language Model for Efficient and Effective Text Generation."
+EMNLP 2022, arXiv:2210.13304. Equation and section numbers below are the paper's.
 
 * Encoder: the BERT-family backbone (:mod:`..modules.bert_backbone`), bidirectional, over the source.
 * Decoder (section 4.1): the same layers with cross-attention to the encoder and *bidirectional* self-attention.
@@ -62,6 +67,8 @@ from ..modules.exits.live_layer import decoder_layer_at, pack_positions, scatter
 from ..modules.exits.off_ramps import OFF_RAMP_HEADS, SOFT_EXIT_INITS, OffRamps, SoftExitFusion
 from ..modules.exits.policies import run_hard_exit, run_lplm, run_soft_exit
 from ..modules.exits.sampling import sample_exit_layers
+from ..modules.warm_start import add_init_from_checkpoint_arg, encoder_decoder_rename, init_from_checkpoint
+from ..tasks.masked_autoencoder_pretrain import MaskedAutoencoderPretrainTask
 from .bnb import build_backbone
 
 logger = logging.getLogger(__name__)
@@ -114,8 +121,6 @@ def mask_index(dictionary, task=None) -> int:
     (``masked_autoencoder_pretrain``), else the dictionary's ``<mask>`` / ``[MASK]``, else ``<mask>`` added at the
     end of the dictionary (as the pretraining task adds it, so a fine-tuning dictionary binarized with the
     pretraining ``dict.txt`` gets the same row)."""
-    from ..tasks.masked_autoencoder_pretrain import MaskedAutoencoderPretrainTask
-
     task_mask = getattr(task, "mask_idx", None)
     if task_mask is not None and getattr(task, "target_dictionary", None) is dictionary:
         return int(task_mask)
@@ -287,6 +292,11 @@ class ELMERModel(FairseqEncoderDecoderModel):
                             "fairseq RoBERTa/XLM-R model.pt, or the output of scripts/convert_pretrained.py; its "
                             "sizes replace the architecture's and the data must use its dictionary (default: "
                             "random, as the paper's pretraining from scratch)")
+        add_init_from_checkpoint_arg(
+            parser, "its encoder layers initialise the encoder's, its decoder layers (self-attention, "
+            "cross-attention, FFN) the decoder's, its embeddings the word embeddings (and so the tied off-ramp "
+            "outputs); positions, off-ramp transforms and soft-exit fusion keep their initialisation (instead of "
+            "--pretrained-encoder)")
         parser.add_argument("--pretrained-decoder", type=str, metavar="PATH",
                             help="initialise the decoder's self-attention/FFN/embeddings (and the off-ramps from "
                             "its masked-LM head) from this checkpoint (default: the --pretrained-encoder "
@@ -366,6 +376,9 @@ class ELMERModel(FairseqEncoderDecoderModel):
             mask_index(src_dict, task)  # keep a joined dictionary joined
         check_threshold(args.exit_threshold, len(tgt_dict))
         enc_backbone, _ = build_backbone(args, "encoder", src_dict, args.pretrained_encoder, False)
+        if getattr(args, "init_from_checkpoint", None) and (args.pretrained_encoder or args.pretrained_decoder):
+            raise ValueError("--init-from-checkpoint and --pretrained-encoder/--pretrained-decoder both initialise "
+                             "the model: pass one of them")
         dec_path = args.pretrained_decoder or args.pretrained_encoder
         dec_backbone, lm_head = build_backbone(args, "decoder", tgt_dict, dec_path, True)
         if args.share_all_embeddings:
@@ -389,7 +402,10 @@ class ELMERModel(FairseqEncoderDecoderModel):
         logger.info(f"ELMER: {enc_backbone.cfg.layers} + {dec_backbone.cfg.layers} layers, exit mode {args.exit_mode}, "
                     f"{args.off_ramps} {args.off_ramp_head} off-ramps, canvas {rule.describe()}, mask symbol "
                     f"{tgt_dict[mask]!r} = {mask}")
-        return cls(args, encoder, decoder)
+        model = cls(args, encoder, decoder)
+        init_from_checkpoint(model, args, rename=encoder_decoder_rename(len(enc_backbone.layers),
+                                                                        len(dec_backbone.layers)))
+        return model
 
     def max_positions(self):
         return (self.args.max_source_positions, self.args.max_target_positions)
@@ -453,8 +469,9 @@ class ELMERModel(FairseqEncoderDecoderModel):
             states = self.decoder.run_lplm(enc_k, canvas.repeat(k, 1), padding.repeat(k, 1), exits)
             sup_k = sup.repeat(k, 1)
             layer = exits[sup_k]
-            out.update(logits=self.decoder.off_ramps.by_layer(layer, states[sup_k]), target=lab.labels.repeat(k, 1)[sup_k],
-                       layer=layer, weight=base_weight.repeat(k, 1)[sup_k] / k, exit_layers=layer)
+            out.update(logits=self.decoder.off_ramps.by_layer(layer, states[sup_k]),
+                       target=lab.labels.repeat(k, 1)[sup_k], layer=layer,
+                       weight=base_weight.repeat(k, 1)[sup_k] / k, exit_layers=layer)
         elif self.exit_mode == "hard":
             res = self.decoder.run_hard(encoder_out, canvas, padding, self.exit_threshold, keep_states=True,
                                         predict=False)
@@ -695,7 +712,7 @@ def elmer_base(args):
         _default(args, name, value)
     for name in ("layers", "embed_dim", "attention_heads", "ffn_embed_dim"):
         _default(args, f"decoder_{name}", getattr(args, f"encoder_{name}"))
-    for name, value in (("pretrained_encoder", None), ("pretrained_decoder", None),
+    for name, value in (("pretrained_encoder", None), ("pretrained_decoder", None), ("init_from_checkpoint", None),
                         ("cross_attention_init", "random"), ("max_positions_table", 512), ("exit_mode", "lplm"),
                         ("off_ramps", "shared"), ("off_ramp_head", "mlm"), ("exit_threshold", 0.5),
                         ("hard_exit_loss", "exit"), ("soft_exit_gold_prob", 0.0), ("soft_exit_init", "identity"),

@@ -17,7 +17,7 @@ from fairseq.modules.transformer_sentence_encoder import init_bert_params
 from ..modules.ctc_generation import CTCGenerationMixin
 from ..modules.ctc_utils import strip_bos_eos, upsample_states
 from ..modules.source_copy import ratio_copy_index
-from ..modules.warm_start import warm_start
+from ..modules.warm_start import add_init_from_checkpoint_arg, init_from_checkpoint
 
 
 def require_ctc_task(task, model_name: str):
@@ -37,14 +37,9 @@ class NATCTCTransformerModel(CTCGenerationMixin, FairseqNATModel):
     @staticmethod
     def add_args(parser):
         FairseqNATModel.add_args(parser)
-        parser.add_argument("--init-from-checkpoint", metavar="PATH", default=None,
-                            help="before training, copy every tensor of this fairseq checkpoint with the same name and "
-                            "shape into the model, e.g. the AR teacher (fairseq 'transformer' of the same size and "
-                            "dictionary; its layers must match, so build the student post-LN like fairseq's "
-                            "transformer unless the teacher was pre-LN): encoder, embeddings, decoder layers; the "
-                            "vocabulary tables take the teacher's rows and keep their own row for the CTC blank. "
-                            "Logged; used once (not stored for generation), and a resumed run loads its own "
-                            "checkpoint over it")
+        add_init_from_checkpoint_arg(
+            parser, "every tensor with the same name and shape (encoder, embeddings, decoder layers; its layers must "
+            "match, so build the student post-LN like fairseq's transformer unless the teacher was pre-LN)")
 
     @classmethod
     def build_model(cls, args, task):
@@ -52,9 +47,7 @@ class NATCTCTransformerModel(CTCGenerationMixin, FairseqNATModel):
         args.upsample_ratio = task.upsample_ratio
         model = super().build_model(args, task)
         model.blank = task.blank_idx
-        if getattr(args, "init_from_checkpoint", None):
-            warm_start(model, args.init_from_checkpoint)
-            args.init_from_checkpoint = None  # a one-time initialisation: generation must not need the file
+        init_from_checkpoint(model, args)
         return model
 
     @classmethod
