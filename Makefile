@@ -31,7 +31,7 @@ $(STAMP): setup.py $(PINS) Makefile
 	@touch $(STAMP)
 
 test: install
-	$(VENV)/bin/python -m pytest tests
+	$(VENV)/bin/python -m pytest tests --durations=30
 
 demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/multi30k/demo.sh "$(DATA)" "$(WORK)" "$(STUDENT_UPDATES)" "$(TEACHER_UPDATES)"

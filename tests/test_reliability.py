@@ -46,6 +46,20 @@ def test_fault_drill_sigkill_at_seven_points_resumes_to_the_same_parameters(toy_
     assert proc.returncode == 0
 
 
+def test_deleted_checkpoint_last_resumes_from_the_newest_other_checkpoint(toy_ctc_checkpoint, toy_data_bin, tmp_path):
+    """Deleting a broken checkpoint_last.pt used to restart training from scratch (and overwrite checkpoint_best.pt
+    at the next validation); now the run resumes from checkpoint_best.pt, saying so."""
+    save_dir = tmp_path / "deleted"
+    shutil.copytree(toy_ctc_checkpoint[0], save_dir)
+    os.remove(save_dir / "checkpoint_last.pt")
+    proc = run_cli("fairseq_cli.train", ctc_train_args(toy_data_bin, str(save_dir), 402))
+    out = proc.stdout + proc.stderr
+    assert re.search(r"WARNING.*checkpoint_last\.pt does not exist; resuming from \S*checkpoint_best\.pt \(400 "
+                     r"updates\).*to start from scratch instead, use an empty --save-dir", out), out[-3000:]
+    assert re.search(r"Loaded checkpoint \S*checkpoint_best\.pt \(epoch \d+ @ 400 updates\)", out)
+    assert torch.load(save_dir / "checkpoint_last.pt", weights_only=True)["optimizer_history"][-1]["num_updates"] == 402
+
+
 # ------------------------------------------------------------------------------------------------ fingerprints
 def _task(data, *flags):
     parser = options.get_generation_parser()
