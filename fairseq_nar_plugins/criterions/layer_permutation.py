@@ -1,5 +1,5 @@
-"""Criterion ``layer_permutation``: the training objectives of ELMER (shared/papers/001), led by its Layer
-Permutation LM (LPLM, Eq. 9).
+"""Criterion ``layer_permutation``: the training objectives of ELMER (Li et al. 2022, arXiv:2210.13304), led by its
+Layer Permutation LM (LPLM, Eq. 9).
 
 For a model with ``--exit-mode lplm`` (``models/elmer.py``), every target position of every sequence gets an exit
 layer drawn uniformly from ``1..L``, ``--lplm-samples`` K times per sequence (K exit-layer permutations; the paper's

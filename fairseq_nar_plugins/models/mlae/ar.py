@@ -98,19 +98,17 @@ class MLAESeq2SeqDecoder(_ARDecoderBase):
     def extract_features(self, prev_output_tokens, encoder_out, incremental_state=None):
         """Final states ``(B, T, C)`` (``(B, 1, C)`` incrementally)."""
         tokens = self.start_as_bos(prev_output_tokens)
-        if incremental_state is not None:
+        if incremental_state is not None:  # one new position; earlier keys/values are in the layers' caches
             step = tokens.size(1) - 1
             tokens = tokens[:, -1:]
             positions = torch.full_like(tokens, step)
             padding = torch.zeros_like(tokens, dtype=torch.bool)
-            attn_mask = None
         else:
             positions = torch.arange(tokens.size(1), device=tokens.device)[None, :].expand_as(tokens)
             padding = tokens.eq(self.dictionary.pad())
-            attn_mask = None
         x = self.backbone.embeddings(tokens, padding, positions=positions)
-        if incremental_state is None:
-            attn_mask = self.backbone._attention_mask(causal_mask(tokens.size(1), tokens.device), x)
+        attn_mask = None if incremental_state is not None else \
+            self.backbone._attention_mask(causal_mask(tokens.size(1), tokens.device), x)
         enc = encoder_out["encoder_out"].transpose(0, 1)
         enc_padding = encoder_out["encoder_padding_mask"]
         enc_padding = enc_padding if enc_padding.any() else None
@@ -191,9 +189,10 @@ class _MLAEARModel(FairseqEncoderDecoderModel):
         self.mask_idx = mask_idx
         self.pad = decoder.dictionary.pad()
         self.num_updates = 0
+        max_update = getattr(args, "max_update", None)  # fairseq's 0 / None: no limit
         try:
             self.mask_schedule = MaskSchedule(args.mask_schedule, args.mask_schedule_kind,
-                                              getattr(args, "max_update", 0) or 0)
+                                              0 if max_update is None else max_update)
             self.schedule_error = None
         except ValueError as e:  # e.g. a model rebuilt for generation without --max-update: only training needs it
             self.mask_schedule, self.schedule_error = None, e

@@ -1,5 +1,5 @@
-"""Early exit for non-autoregressive decoders: the pieces ELMER (shared/papers/001) is built from, usable by any model
-whose decoder is a stack of fairseq transformer layers.
+"""Early exit for non-autoregressive decoders: the pieces ELMER (Li et al. 2022, arXiv:2210.13304) is built from,
+usable by any model whose decoder is a stack of fairseq transformer layers.
 
 * :mod:`.sampling`: exit layers drawn uniformly per token (the Layer Permutation LM of ELMER, Eq. 9) and the entropy
   of an off-ramp distribution (the confidence of the hard exit, Eq. 10).

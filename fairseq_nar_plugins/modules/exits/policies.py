@@ -101,6 +101,8 @@ def run_hard_exit(layer_fn: Callable, ramp_fn: Callable, x: Tensor, padding_mask
         result.layers_run = layer
         if keep_states:
             result.states.append(x)
+        if layer < num_layers and threshold <= 0:
+            continue  # nothing can leave (entropy >= 0): full depth costs no intermediate off-ramp
         with torch.no_grad():
             logits = ramp_fn(layer - 1, x[live])  # (n_live, V)
             if layer < num_layers:
