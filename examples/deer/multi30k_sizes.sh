@@ -9,7 +9,9 @@
 #   OUT_DIR         default BENCH_WORK_DIR/deer-sizes (exports in OUT_DIR/export, report in OUT_DIR/report)
 # Settings: SIZES (default '0.75 0.5 0.25'), BENCH_REPEATS (2), LATENCY_SENTENCES (32), THROUGHPUT_BATCHES (4
 # batches of each throughput setting are timed; empty: all), DATA (raw Multi30k folder for the reference, default
-# ../shared/data/multi30k-en-de), README (a README.md whose <!-- deer-table:begin/end --> section receives the table).
+# ../shared/data/multi30k-en-de), README (a README.md whose <!-- deer-table:begin/end --> section receives the table),
+# DEER_CKPT (default BENCH_WORK_DIR/ckpt/deer/checkpoint_last.pt), MASKED (1, the default: also decode each size by
+# masking the full checkpoint, --model-overrides "{'prune_size': S}", beside its export; 0: exports only).
 set -euo pipefail
 WORK=${1:?usage: multi30k_sizes.sh BENCH_WORK_DIR [OUT_DIR]}
 OUT=${2:-$WORK/deer-sizes}
@@ -20,12 +22,13 @@ THROUGHPUT_BATCHES=${THROUGHPUT_BATCHES-4}
 DATA=${DATA:-$ROOT/../shared/data/multi30k-en-de}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-DEER=$WORK/ckpt/deer/checkpoint_last.pt; AR=$WORK/ckpt/transformer/checkpoint_last.pt
+DEER=${DEER_CKPT:-$WORK/ckpt/deer/checkpoint_last.pt}; AR=$WORK/ckpt/transformer/checkpoint_last.pt
 for f in "$DEER" "$AR" "$WORK/spm/spm.model" "$DATA/test_2016_flickr.de"; do
   [ -f "$f" ] || { echo "ERROR: $f not found: run make bench first (or pass its work directory)" >&2; exit 1; }
 done
 mkdir -p "$OUT/export"
 CHECKPOINTS=(--checkpoint "transformer=$AR" --checkpoint "deer@100%=$DEER")
+MODEL_ARGS=()
 for size in $SIZES; do
   pct=$("$PYTHON" -c "print(round($size * 100))")
   out=$OUT/export/deer.$pct.pt
@@ -33,12 +36,16 @@ for size in $SIZES; do
     "$PYTHON" "$ROOT/scripts/export_pruned.py" --checkpoint "$DEER" --size "$size" --out "$out" --data "$WORK/bin"
   fi
   CHECKPOINTS+=(--checkpoint "deer@$pct%=$out")
+  if [ "${MASKED:-1}" = 1 ]; then
+    CHECKPOINTS+=(--checkpoint "deer@$pct%-masked=$DEER")
+    MODEL_ARGS+=(--model-args "deer@$pct%-masked=--model-overrides {'prune_size':$size}")
+  fi
 done
 "$PYTHON" "$ROOT/scripts/benchmark.py" --mode full --out-dir "$OUT/report" --data "$WORK/bin" \
   --reference "$DATA/test_2016_flickr.de" --threads "$OMP_NUM_THREADS" \
   --repeats "${BENCH_REPEATS:-2}" --latency-sentences "${LATENCY_SENTENCES:-32}" \
   ${THROUGHPUT_BATCHES:+--throughput-batches "$THROUGHPUT_BATCHES"} --no-profile \
-  --fairseq-args "--bpe sentencepiece --sentencepiece-model $WORK/spm/spm.model" "${CHECKPOINTS[@]}"
+  --fairseq-args "--bpe sentencepiece --sentencepiece-model $WORK/spm/spm.model" "${CHECKPOINTS[@]}" ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"}
 if [ -n "${README:-}" ]; then
   "$PYTHON" "$ROOT/scripts/update_readme_results.py" --readme "$README" --report "$OUT/report/report.md" \
     --section deer-table --drop-sections "NAR / AR ratios" "Batch-1 profile" \
