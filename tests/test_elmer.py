@@ -628,3 +628,197 @@ def test_criterion_bookkeeping_per_layer_losses_and_exit_shares():
     a = crit(model, sample)[0]
     torch.manual_seed(123)
     assert crit(model, sample)[0].item() == a.item()
+
+
+def test_benchmark_entries_force_lengths_and_apply_each_decodings_threshold(tmp_path):
+    """Quick mode (random weights) through the benchmark's own system builder: the canvas forcer gives every sentence
+    exactly the forced length, and each elmer_hard decoding runs at its own --model-overrides threshold."""
+    from fairseq_nar_plugins.evaluation import registry
+    from fairseq_nar_plugins.evaluation.speed import decode
+    from fairseq_nar_plugins.evaluation.systems import (
+        CanvasLength,
+        build_model_systems,
+        forced_lengths,
+        prepare_quick_data,
+        synthetic_lines,
+    )
+
+    src = synthetic_lines(6, 3, 8, vocab=50)
+    tgt = synthetic_lines(6, 2, 9, vocab=50, seed=2)
+    data = prepare_quick_data(str(tmp_path / "data"), src, tgt, "en", "de", 120)
+    assert registry.MODELS["elmer"].model_args == ("--exit-mode", "soft")
+    for name in ("elmer", "elmer_hard"):
+        systems = build_model_systems(registry.MODELS[name], data, "en", "de", "test", size=registry.SIZES["tiny"],
+                                      force_lengths=True)
+        model = systems[0].model
+        assert model.exit_mode == ("soft" if name == "elmer" else "hard")
+        batches = systems[0].batches("test", None, 4)
+        for system in systems:
+            assert isinstance(system.forcer, CanvasLength)
+            _, hyps = decode(system, batches, force_length=True, keep_hypotheses=True)
+            dictionary = system.task.target_dictionary
+            want = {int(i): int(n) for b in batches for i, n in zip(b["id"], forced_lengths(b, dictionary))}
+            assert {i: len(h["tokens"]) - 2 for i, h in hyps.items()} == want
+            if name == "elmer_hard":
+                expected = {"full depth": 0.0, "exit 0.5": 0.5, "exit 1.0": 1.0}[system.decoding.label]
+                assert model.exit_threshold == expected
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+TOY_UPDATES = 400
+
+
+def toy_train_args(data_bin, save_dir, *model_flags, max_update=TOY_UPDATES):
+    return [
+        data_bin, "--user-dir", USER_DIR, "--task", "translation_lev", "--noise", "full_mask", "--arch", "elmer_tiny",
+        "--canvas-ratio", "1.5", "--canvas-offset", "2", *model_flags, "--criterion", "layer_permutation",
+        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.003", "--lr-scheduler", "inverse_sqrt",
+        "--warmup-updates", "100", "--warmup-init-lr", "1e-07", "--max-tokens", "2048", "--max-update",
+        str(max_update), "--dropout", "0.0", "--save-dir", save_dir, "--no-epoch-checkpoints", "--cpu",
+        "--num-workers", "0", "--data-buffer-size", "0", "--seed", "1", "--log-format", "simple",
+        "--log-interval", "100",
+    ]
+
+
+def toy_refs(data_bin):
+    with open(os.path.join(os.path.dirname(data_bin), "raw", "test.tgt")) as f:
+        return [line.strip() for line in f]
+
+
+def generate_toy(data_bin, ckpt, *extra):
+    from fairseq_nar_plugins.scoring import check_coverage, sacrebleu_score
+
+    proc = run_cli("fairseq_cli.generate", [
+        data_bin, "--user-dir", USER_DIR, "--task", "translation_lev", "--path", ckpt, "--gen-subset", "test",
+        "--iter-decode-max-iter", "0", "--batch-size", "64", "--required-batch-size-multiple", "1", "--cpu", *extra])
+    hyps = {int(m.group(1)): m.group(2) for m in re.finditer(r"^H-(\d+)\t[^\t]*\t(.*)$", proc.stdout, re.M)}
+    refs = toy_refs(data_bin)
+    ordered = check_coverage(hyps, len(refs))
+    return sacrebleu_score(ordered, refs)[0].score, ordered, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def soft_checkpoint(toy_data_bin, tmp_path_factory):
+    save = str(tmp_path_factory.mktemp("elmer_soft"))
+    proc = run_cli("fairseq_cli.train", toy_train_args(toy_data_bin, save, "--exit-mode", "soft"))
+    return os.path.join(save, "checkpoint_last.pt"), proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def hard_checkpoint(toy_data_bin, tmp_path_factory):
+    save = str(tmp_path_factory.mktemp("elmer_hard"))
+    # --hard-exit-loss exit (the default; the paper's loss at each token's exit layer): measured with these flags after
+    # 400 updates, sacreBLEU 63.1 at threshold 0.5, against 18.6 with 'upto' (18.8 at full depth), which also trains
+    # the lower off-ramps on the tokens that go deeper, until some turn confidently wrong and leave early
+    proc = run_cli("fairseq_cli.train", toy_train_args(toy_data_bin, save, "--exit-mode", "hard",
+                                                       "--hard-exit-loss", "exit"))
+    return os.path.join(save, "checkpoint_last.pt"), proc.stdout + proc.stderr
+
+
+def test_soft_elmer_learns_the_toy_task_and_stops_at_its_end_token(toy_data_bin, soft_checkpoint):
+    ckpt, log = soft_checkpoint
+    assert re.search(r"loss_l1 [\d.]+ \| loss_l2 [\d.]+ \| loss_l3 [\d.]+", log), "per-layer losses not logged"
+    bleu, hyps, out = generate_toy(toy_data_bin, ckpt)
+    print(f"ELMER soft, toy task, {TOY_UPDATES} updates: BLEU {bleu:.1f}")
+    assert bleu > 45, f"ELMER-soft toy BLEU {bleu:.1f}: it did not learn"
+    # the canvas is ~1.5x the source + 2 (the targets are ~1.25x): the first </s> must end the outputs near the
+    # references' length
+    refs = toy_refs(toy_data_bin)
+    ratio = sum(len(h.split()) for h in hyps) / sum(len(r.split()) for r in refs)
+    assert 0.7 < ratio < 1.3, f"hypotheses are {ratio:.2f}x the references' length"
+    p_line = next(line for line in out.splitlines() if line.startswith("P-"))
+    assert all(float(x) <= 0 for x in p_line.split("\t")[1].split())
+
+
+def load_exit_report():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(USER_DIR), "examples", "elmer", "exit_report.py")
+    spec = importlib.util.spec_from_file_location("exit_report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hard_elmer_learns_and_exits_earlier_at_larger_thresholds(toy_data_bin, hard_checkpoint, tmp_path):
+    ckpt, log = hard_checkpoint
+    assert re.search(r"exit_l1 [\d.]+ \| exit_l2 [\d.]+ \| exit_l3 [\d.]+ \| exit_mean", log), "exits not logged"
+    refs = str(tmp_path / "refs.txt")
+    with open(refs, "w") as f:
+        f.writelines(r + "\n" for r in toy_refs(toy_data_bin))
+    rows = load_exit_report().main([
+        "--data", toy_data_bin, "--path", ckpt, "--thresholds", "0.5", "2.5", "--reference", refs,
+        "--latency-sentences", "4", "--repeats", "1", "--json", str(tmp_path / "report.json")])
+    by = {r["threshold"]: r for r in rows}
+    assert sorted(by) == [0.0, 0.5, 2.5]
+    for r in rows:
+        print(f"threshold {r['threshold']}: BLEU {r['bleu']:.1f}, mean exit layer {r['mean_exit_layer']:.2f}, "
+              f"work {r['work_share']:.1%}, batch-1 x{r['speedup batch 1']:.2f}, batch-64 x{r['speedup batch 64']:.2f}")
+    assert by[0.0]["mean_exit_layer"] == 3.0 and by[0.0]["work_share"] == 1.0  # full depth
+    assert by[0.0]["mean_exit_layer"] >= by[0.5]["mean_exit_layer"] >= by[2.5]["mean_exit_layer"]
+    assert by[2.5]["mean_exit_layer"] < 3.0 and by[2.5]["work_share"] < 1.0
+    assert by[0.5]["bleu"] > 40, f"ELMER-hard toy BLEU {by[0.5]['bleu']:.1f} at threshold 0.5"
+    # threshold 0 is the plain decoder: the same output as --exit-mode last
+    bleu_last, hyps_last, _ = generate_toy(toy_data_bin, ckpt, "--model-overrides", "{'exit_mode': 'last'}")
+    _, hyps_zero, _ = generate_toy(toy_data_bin, ckpt, "--model-overrides", "{'exit_threshold': 0.0}")
+    assert hyps_zero == hyps_last and bleu_last == pytest.approx(by[0.0]["bleu"])
+
+
+def test_lplm_pretraining_resumes_exactly_and_fine_tunes_into_soft_exit(toy_data_bin, tmp_path):
+    """masked_autoencoder_pretrain (shuffle + infill) with LPLM on the toy corpus's text: 16 updates straight and 8
+    more resumed from update 8 give identical losses (exit layers are drawn from the generator fairseq reseeds per
+    update); the loss falls; the checkpoint then fine-tunes on the toy translation task with --restore-file into
+    --exit-mode soft with independent off-ramps, new tensors initialised and logged, every checkpoint tensor kept."""
+    from fairseq import checkpoint_utils
+
+    raw = os.path.join(os.path.dirname(toy_data_bin), "raw")
+    text = tmp_path / "text"
+    text.mkdir()
+    for split, part in (("train", "train"), ("valid", "valid")):
+        with open(text / f"{split}.txt", "w") as out:
+            for side in ("src", "tgt"):
+                out.writelines(open(os.path.join(raw, f"{part}.{side}")).readlines()[:2000])
+    bin_dir = str(tmp_path / "bin")
+    run_cli("fairseq_cli.preprocess", ["--only-source", "--srcdict", os.path.join(toy_data_bin, "dict.src.txt"),
+                                       "--trainpref", str(text / "train.txt"), "--validpref", str(text / "valid.txt"),
+                                       "--destdir", bin_dir, "--workers", "1"])
+    common = [
+        bin_dir, "--user-dir", USER_DIR, "--task", "masked_autoencoder_pretrain", "--tokens-per-sample", "32",
+        "--sample-break-mode", "complete", "--corruptions", "shuffle,infill", "--loss-positions", "all",
+        "--arch", "elmer_tiny", "--exit-mode", "lplm", "--canvas-max-length", "32", "--criterion",
+        "layer_permutation", "--lplm-samples", "2", "--optimizer", "adam", "--lr", "0.003", "--lr-scheduler",
+        "inverse_sqrt", "--warmup-updates", "4", "--max-tokens", "512", "--max-update", "16", "--dropout", "0.0",
+        "--no-epoch-checkpoints", "--save-interval-updates", "8", "--keep-interval-updates", "5",
+        "--disable-validation", "--cpu", "--num-workers", "0", "--data-buffer-size", "0", "--seed", "1",
+        "--log-format", "simple", "--log-interval", "1",
+    ]
+    straight = run_cli("fairseq_cli.train", common + ["--save-dir", str(tmp_path / "a")])
+    resumed = run_cli("fairseq_cli.train", common + ["--save-dir", str(tmp_path / "b"), "--restore-file",
+                                                     str(tmp_path / "a" / "checkpoint_1_8.pt")])
+
+    def losses(proc):
+        log = proc.stdout + proc.stderr
+        return {int(u): float(v) for v, u in re.findall(r"train_inner \| .*?loss=([\d.]+).*?num_updates=(\d+)", log)}
+
+    a, b = losses(straight), losses(resumed)
+    assert sorted(a) == list(range(1, 17)) and sorted(b) == list(range(9, 17)), (a, b)
+    assert all(a[u] == b[u] for u in range(9, 17)), (a, b)
+    assert a[16] < a[1] - 0.5, a  # bits per token
+    assert re.search(r"exit_l1=[\d.]+, exit_l2=[\d.]+, exit_l3=[\d.]+, exit_mean=", straight.stdout)
+
+    pretrained = str(tmp_path / "a" / "checkpoint_last.pt")
+    finetune = run_cli("fairseq_cli.train", toy_train_args(
+        toy_data_bin, str(tmp_path / "ft"), "--exit-mode", "soft", "--off-ramps", "independent", "--restore-file",
+        pretrained, "--reset-optimizer", "--reset-lr-scheduler", "--reset-meters", "--reset-dataloader",
+        "--disable-validation", max_update=1) + ["--lr", "0", "--warmup-init-lr", "0", "--log-interval", "1"])
+    # the later flags win; inverse_sqrt would otherwise start its warmup at --warmup-init-lr 1e-07, not 0
+    log = finetune.stdout + finetune.stderr
+    assert "decoder.soft_fusion.proj.weight (new: soft-exit fusion, identity init)" in log
+    assert "decoder.off_ramps.heads.2.dense.weight (copy of the shared off-ramp's" in log
+    before = checkpoint_utils.load_checkpoint_to_cpu(pretrained)["model"]
+    after = checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "ft" / "checkpoint_last.pt"))["model"]
+    for name, value in before.items():  # learning rate 0: every pretrained tensor arrives unchanged
+        assert torch.equal(after[name], value), name
+    dim = after["decoder.soft_fusion.proj.weight"].size(0)
+    assert torch.equal(after["decoder.soft_fusion.proj.weight"][:, dim:], torch.eye(dim))

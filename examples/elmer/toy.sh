@@ -31,7 +31,7 @@ COMMON=(--user-dir "$USER_DIR" --task translation_lev --noise full_mask --arch e
         --max-update "$UPDATES" --dropout 0.0 --no-epoch-checkpoints --cpu --num-workers 0 --seed 1
         --log-format simple --log-interval 100)
 for mode in soft hard; do
-  flags=(--exit-mode "$mode"); [ "$mode" = hard ] && flags+=(--hard-exit-loss upto)
+  flags=(--exit-mode "$mode"); [ "$mode" = hard ] && flags+=(--hard-exit-loss exit)
   echo "== ELMER $mode: fairseq-train, $UPDATES updates ($WORK/$mode)"
   fairseq-train "$WORK/bin" "${COMMON[@]}" "${flags[@]}" --save-dir "$WORK/$mode" > "$WORK/logs/train.$mode.log" 2>&1 \
     || { tail -n 30 "$WORK/logs/train.$mode.log" >&2; exit 1; }
