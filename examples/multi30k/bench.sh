@@ -52,6 +52,8 @@ STACK="--encoder-layers 3 --encoder-embed-dim 256 --encoder-ffn-embed-dim 1024 -
 EVAL="--eval-bleu --eval-bleu-remove-bpe sentencepiece --eval-bleu-detok space --eval-bleu-interval-updates $EVAL_EVERY \
   --validate-interval-updates $EVAL_EVERY --best-checkpoint-metric bleu --maximize-best-checkpoint-metric"
 ONE_PASS='{"iter_decode_max_iter": 0}'
+# the *_warm systems: their random-init flags, then (the last flag wins) the teacher's weights and nat_ctc_warm's lr
+WARM="--init-from-checkpoint $WORK/ckpt/transformer/checkpoint_best.pt --lr 0.0007 --warmup-updates 100"
 
 flags() {  # the training flags of system $1 (its task, architecture, criterion and optimiser settings)
   case $1 in
@@ -63,16 +65,14 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
       --criterion ctc --label-smoothing 0.1 --lr 0.0007 --warmup-updates 100" ;;
     bnb) echo "--task translation_lev_ctc --noise full_mask --arch bnb_tiny --length-mode ctc $STACK \
       --share-all-embeddings --criterion ctc --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
-    bnb_warm) echo "$(flags bnb | sed 's/--lr 0.001 --warmup-updates 200/--lr 0.0007 --warmup-updates 100/') \
-      --init-from-checkpoint $WORK/ckpt/transformer/checkpoint_best.pt" ;;
+    bnb_warm) echo "$(flags bnb) $WARM" ;;
     bnb_lc) echo "--task translation_lev_bleu --noise full_mask --arch bnb_tiny --length-mode lc $STACK \
       --share-all-embeddings --criterion nat_loss --label-smoothing 0.1 --length-loss-factor 0.1 \
       --lr 0.001 --warmup-updates 200" ;;
     deer) echo "--task translation_lev_ctc --noise random_delete --arch deer_tiny --encoder-layers 6 \
       --encoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --share-all-embeddings \
       --prune --prune-sizes 1.0,0.75,0.5,0.25 --criterion ctc --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
-    deer_warm) echo "$(flags deer | sed 's/--lr 0.001 --warmup-updates 200/--lr 0.0007 --warmup-updates 100/') \
-      --init-from-checkpoint $WORK/ckpt/transformer/checkpoint_best.pt" ;;
+    deer_warm) echo "$(flags deer) $WARM" ;;
     cmlm_transformer) echo "--task translation_lev_bleu --noise random_mask --arch cmlm_transformer $SIZE \
       --share-all-embeddings --apply-bert-init --dropout 0.1 --criterion nat_loss --label-smoothing 0.1 \
       --length-loss-factor 0.1 --lr 0.001 --warmup-updates 200" ;;
@@ -83,8 +83,7 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
     elmer) echo "--task translation_lev_bleu --noise full_mask --arch elmer_small --exit-mode soft \
       --share-all-embeddings --criterion layer_permutation --canvas-ratio 2 --canvas-offset 4 --canvas-max-length 128 \
       --dropout 0.1 --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
-    elmer_warm) echo "$(flags elmer | sed 's/--lr 0.001 --warmup-updates 200/--lr 0.0007 --warmup-updates 100/') \
-      --init-from-checkpoint $WORK/ckpt/transformer/checkpoint_best.pt" ;;
+    elmer_warm) echo "$(flags elmer) $WARM" ;;
     *) echo "ERROR: unknown system '$1' in SYSTEMS (known: nat_ctc_transformer nat_ctc_warm bnb bnb_warm bnb_lc deer \
 deer_warm elmer elmer_warm cmlm_transformer nonautoregressive_transformer)" >&2; return 1 ;;
   esac

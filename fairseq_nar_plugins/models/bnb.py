@@ -43,7 +43,8 @@ from ..modules.ctc_utils import strip_bos_eos
 from ..modules.length_predictor import LengthClassifier
 from ..modules.pretrained_import import build_pretrained_backbone
 from ..modules.source_copy import gather_source, ratio_copy_index, uniform_copy_index
-from ..modules.warm_start import add_init_from_checkpoint_arg, encoder_decoder_rename, init_from_checkpoint
+from ..modules.warm_start import add_init_from_checkpoint_arg, encoder_decoder_rename, init_from_checkpoint, \
+    refuse_with_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -275,9 +276,7 @@ class BnBModel(CTCGenerationMixin, FairseqEncoderDecoderModel):
                 raise ValueError("bnb with --length-mode ctc needs --task translation_lev_ctc")
             args.upsample_ratio = task.upsample_ratio
             args.ctc_blank_idx = task.blank_idx
-        if getattr(args, "init_from_checkpoint", None) and (args.pretrained_encoder or args.pretrained_decoder):
-            raise ValueError("--init-from-checkpoint and --pretrained-encoder/--pretrained-decoder both initialise "
-                             "the model: pass one of them")
+        refuse_with_pretrained(args)
         if task.source_dictionary != task.target_dictionary and args.pretrained_encoder:
             logger.warning("source and target dictionaries differ; the pretrained checkpoint must fit both")
         enc_backbone, _ = build_backbone(args, "encoder", task.source_dictionary, args.pretrained_encoder, False)

@@ -53,7 +53,8 @@ from ..modules.levenshtein_editor import (
     editor_training_terms,
 )
 from ..modules.pretrained_import import build_pretrained_backbone
-from ..modules.warm_start import add_init_from_checkpoint_arg, init_from_checkpoint, transformer_to_backbone
+from ..modules.warm_start import add_init_from_checkpoint_arg, init_from_checkpoint, refuse_with_pretrained, \
+    transformer_to_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -261,9 +262,7 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
             raise ValueError(f"--prune-size must lie in (0, 1], got {args.prune_size}")
         args.upsample_ratio = task.upsample_ratio
         args.ctc_blank_idx = task.blank_idx
-        if getattr(args, "init_from_checkpoint", None) and args.pretrained_encoder:
-            raise ValueError("--init-from-checkpoint and --pretrained-encoder both initialise the stack: pass one "
-                             "of them")
+        refuse_with_pretrained(args)
         backbone, lm_head = build_deer_backbone(args, task.target_dictionary)
         # the checkpoint is only read when the model is first built: a trained model reloads its own weights
         args.pretrained_encoder = None
@@ -277,7 +276,8 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
         model = cls(args, task.target_dictionary, backbone, lm_head)
         init_from_checkpoint(model, args, rename=transformer_to_backbone(
             [f"backbone.layers.{i}." for i in range(len(backbone.layers))], None,
-            embed=["backbone.embeddings.embed_tokens.weight"], output=["lm_head.weight"], cross_attention=False))
+            encoder_embed=["backbone.embeddings.embed_tokens.weight"], decoder_embed=[], output=["lm_head.weight"],
+            cross_attention=False))
         return model
 
     def max_positions(self):

@@ -67,7 +67,8 @@ from ..modules.exits.live_layer import decoder_layer_at, pack_positions, scatter
 from ..modules.exits.off_ramps import OFF_RAMP_HEADS, SOFT_EXIT_INITS, OffRamps, SoftExitFusion
 from ..modules.exits.policies import run_hard_exit, run_lplm, run_soft_exit
 from ..modules.exits.sampling import sample_exit_layers
-from ..modules.warm_start import add_init_from_checkpoint_arg, encoder_decoder_rename, init_from_checkpoint
+from ..modules.warm_start import add_init_from_checkpoint_arg, encoder_decoder_rename, init_from_checkpoint, \
+    refuse_with_pretrained
 from ..tasks.masked_autoencoder_pretrain import MaskedAutoencoderPretrainTask
 from .bnb import build_backbone
 
@@ -377,9 +378,7 @@ class ELMERModel(FairseqEncoderDecoderModel):
             mask_index(src_dict, task)  # keep a joined dictionary joined
         check_threshold(args.exit_threshold, len(tgt_dict))
         enc_backbone, _ = build_backbone(args, "encoder", src_dict, args.pretrained_encoder, False)
-        if getattr(args, "init_from_checkpoint", None) and (args.pretrained_encoder or args.pretrained_decoder):
-            raise ValueError("--init-from-checkpoint and --pretrained-encoder/--pretrained-decoder both initialise "
-                             "the model: pass one of them")
+        refuse_with_pretrained(args)
         dec_path = args.pretrained_decoder or args.pretrained_encoder
         dec_backbone, lm_head = build_backbone(args, "decoder", tgt_dict, dec_path, True)
         if args.share_all_embeddings:

@@ -22,11 +22,12 @@ import torch
 logger = logging.getLogger(__name__)
 
 # tables indexed by the vocabulary: rows may be added at the end by the student's task
-_VOCAB_TABLES = ("embed_tokens.weight", "output_projection.weight")
+_VOCAB_TABLES = ("embed_tokens.weight", "output_projection.weight", "lm_head.weight")
 
 
-def transformer_to_backbone(encoder_prefixes: List[str], decoder_prefixes: Optional[List[str]], embed: List[str],
-                            output: List[str], cross_attention: bool = True) -> Callable[[str, Set[str]], List[str]]:
+def transformer_to_backbone(encoder_prefixes: List[str], decoder_prefixes: Optional[List[str]],
+                            encoder_embed: List[str], decoder_embed: List[str], output: List[str],
+                            cross_attention: bool = True) -> Callable[[str, Set[str]], List[str]]:
     """``rename`` for :func:`warm_start` from a fairseq ``transformer`` checkpoint into a model built of fairseq
     transformer layers under other names.
 
@@ -36,8 +37,8 @@ def transformer_to_backbone(encoder_prefixes: List[str], decoder_prefixes: Optio
         decoder_prefixes: the same for the teacher's decoder layers; None: one stack, the decoder's layers follow
             the encoder's in ``encoder_prefixes`` (teacher decoder layer ``j`` -> ``encoder_prefixes[E + j]`` for a
             teacher with ``E`` encoder layers).
-        embed: the model's names that take the teacher's ``encoder.embed_tokens.weight`` /
-            ``decoder.embed_tokens.weight``.
+        encoder_embed, decoder_embed: the model's names that take the teacher's ``encoder.embed_tokens.weight`` and
+            ``decoder.embed_tokens.weight`` (a model with one table takes the encoder's: ``decoder_embed`` empty).
         output: the model's names that take ``decoder.output_projection.weight``.
         cross_attention: False when the model's layers in ``decoder_prefixes`` have no cross-attention (DEER's one
             stack): the teacher's ``encoder_attn*`` tensors are then not taken.
@@ -55,8 +56,10 @@ def transformer_to_backbone(encoder_prefixes: List[str], decoder_prefixes: Optio
             if i >= len(prefixes) or (side == "decoder" and not cross_attention and rest.startswith("encoder_attn")):
                 return []
             return [prefixes[i] + rest]
-        if name in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
-            return list(embed)
+        if name == "encoder.embed_tokens.weight":
+            return list(encoder_embed)
+        if name == "decoder.embed_tokens.weight":
+            return list(decoder_embed)
         if name == "decoder.output_projection.weight":
             return list(output)
         return []
@@ -71,12 +74,8 @@ def encoder_decoder_rename(encoder_layers: int, decoder_layers: int, output=()) 
     return transformer_to_backbone(
         [f"encoder.backbone.layers.{i}." for i in range(encoder_layers)],
         [f"decoder.backbone.layers.{i}." for i in range(decoder_layers)],
-        embed=["encoder.backbone.embeddings.embed_tokens.weight", "decoder.backbone.embeddings.embed_tokens.weight"],
-        output=list(output))
-
-
-def _vocab_table(name: str) -> bool:
-    return name.endswith(_VOCAB_TABLES) or name.endswith(("lm_head.weight", "embeddings.embed_tokens.weight"))
+        encoder_embed=["encoder.backbone.embeddings.embed_tokens.weight"],
+        decoder_embed=["decoder.backbone.embeddings.embed_tokens.weight"], output=list(output))
 
 
 def warm_start(model: torch.nn.Module, path: str, what: str = "--init-from-checkpoint",
@@ -116,7 +115,7 @@ def warm_start(model: torch.nn.Module, path: str, what: str = "--init-from-check
                 if target.shape == value.shape:
                     target.copy_(value)
                     taken.append(own_name)
-                elif (_vocab_table(own_name) and target.dim() == value.dim()
+                elif (own_name.endswith(_VOCAB_TABLES) and target.dim() == value.dim()
                       and target.shape[1:] == value.shape[1:] and target.shape[0] > value.shape[0]):
                     target[: value.shape[0]].copy_(value)
                     partial.append(own_name)
@@ -140,6 +139,15 @@ def add_init_from_checkpoint_arg(parser, taken: str) -> None:
                         f"teacher (fairseq 'transformer' of the same width and dictionary): {taken}; the vocabulary "
                         "tables take the teacher's rows and keep their own row for the CTC blank. Logged; used once "
                         "(not stored for generation), and a resumed run loads its own checkpoint over it")
+
+
+def refuse_with_pretrained(args) -> None:
+    """``--init-from-checkpoint`` and ``--pretrained-encoder`` / ``--pretrained-decoder`` both initialise the model:
+    refuse the pair, before any checkpoint is read."""
+    given = [f"--{n.replace('_', '-')}" for n in ("pretrained_encoder", "pretrained_decoder") if getattr(args, n, None)]
+    if getattr(args, "init_from_checkpoint", None) and given:
+        raise ValueError(f"--init-from-checkpoint and {' and '.join(given)} both initialise the model: pass one of "
+                         "them")
 
 
 def init_from_checkpoint(model: torch.nn.Module, args,
