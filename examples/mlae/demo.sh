@@ -11,7 +11,7 @@
 #   examples/mlae/finetune.sh (LR, BEAM, ...).
 # Steps: scripts/prepare_shared_english.py pretrain-text (XSum sample documents + SQuAD dev sentences; held-out:
 #   other documents and SQuAD test sentences) -> examples/mlae/pretrain.sh -> examples/mlae/squad_qg.sh with INIT=mlae
-#   and INIT=random (dev pairs train, the first 500 test pairs validate, the whole test split is scored).
+#   and INIT=random (dev pairs train but the last 500, which validate; the test split is scored).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)

@@ -81,7 +81,7 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
       --pred-length-offset --length-loss-factor 0.1 --dropout 0.1 --criterion nat_loss --label-smoothing 0.1 \
       --lr 0.001 --warmup-updates 200" ;;
     elmer) echo "--task translation_lev_bleu --noise full_mask --arch elmer_small --exit-mode soft \
-      --share-all-embeddings --criterion layer_permutation --canvas-ratio 2 --canvas-offset 4 --canvas-max-length 128 \
+      --share-all-embeddings --criterion layer_permutation --canvas-ratio 1.3 --canvas-offset 4 --canvas-max-length 128 \
       --dropout 0.1 --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
     elmer_warm) echo "$(flags elmer) $WARM" ;;
     *) echo "ERROR: unknown system '$1' in SYSTEMS (known: nat_ctc_transformer nat_ctc_warm bnb bnb_warm bnb_lc deer \
