@@ -29,12 +29,12 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from fairseq_nar_plugins.modules.pretrained_import import (  # noqa: E402
+from fairseq_nar_plugins.modules.pretrained.pretrained_import import (  # noqa: E402
     PretrainedCheckpointError,
     import_checkpoint,
     save_converted,
 )
-from fairseq_nar_plugins.modules.pretrained_tokenizer import TOKENIZER_FILES  # noqa: E402
+from fairseq_nar_plugins.modules.pretrained.pretrained_tokenizer import TOKENIZER_FILES  # noqa: E402
 
 
 def get_parser():

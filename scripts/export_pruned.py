@@ -4,7 +4,7 @@
 A DEER checkpoint trained with ``--prune`` decodes at any of its ``--prune-sizes`` by masking its weights
 (``fairseq-generate ... --model-overrides "{'prune_size': 0.5}"``): the matrices keep their full shapes. This script
 writes a checkpoint at one size whose backbone matrices are smaller (pruned FFN neurons removed, attention heads
-compacted to per-head widths; see ``fairseq_nar_plugins/modules/pruned_export.py`` for exactly what is removed,
+compacted to per-head widths; see ``fairseq_nar_plugins/modules/pruning/pruned_export.py`` for exactly what is removed,
 folded and kept) and that decodes with plain fairseq, no masks and no scores::
 
     python scripts/export_pruned.py --checkpoint work/deer/checkpoint_best.pt --size 0.5 --out work/deer/size0.5.pt
@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 
 import fairseq_nar_plugins  # noqa: E402,F401  (registers the models; safe checkpoint loading)
-from fairseq_nar_plugins.modules.pruned_export import (  # noqa: E402
+from fairseq_nar_plugins.modules.pruning.pruned_export import (  # noqa: E402
     export_model_state,
     fit_state_to_model,
     pruning_controller,

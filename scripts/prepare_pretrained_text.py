@@ -20,7 +20,7 @@ the checkpoint's tokenizer, special tokens removed, ready for sacreBLEU.
 
 Tokenizers: WordPiece / byte-level BPE / Unigram through the ``tokenizers`` library (tokenizer.json, vocab.txt,
 vocab.json + merges.txt, fairseq's encoder.json + vocab.bpe) and ``sentencepiece`` for XLM-R's
-sentencepiece.bpe.model; see fairseq_nar_plugins/modules/pretrained_tokenizer.py.
+sentencepiece.bpe.model; see fairseq_nar_plugins/modules/pretrained/pretrained_tokenizer.py.
 """
 import argparse
 import os
@@ -28,11 +28,11 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from fairseq_nar_plugins.modules.pretrained_import import (  # noqa: E402
+from fairseq_nar_plugins.modules.pretrained.pretrained_import import (  # noqa: E402
     PretrainedCheckpointError,
     read_checkpoint_dictionary,
 )
-from fairseq_nar_plugins.modules.pretrained_tokenizer import PretrainedTokenizer  # noqa: E402
+from fairseq_nar_plugins.modules.pretrained.pretrained_tokenizer import PretrainedTokenizer  # noqa: E402
 
 
 def get_parser():

@@ -94,7 +94,7 @@ def make_batches(data: str, split: str, max_tokens: int, n_batches: int, seed: i
     from fairseq.data import data_utils
 
     sys.path.insert(0, ROOT)
-    from fairseq_nar_plugins.modules.ctc_utils import ctc_required_frames, num_frames
+    from fairseq_nar_plugins.modules.ctc.ctc_utils import ctc_required_frames, num_frames
     import torch
 
     src, tgt = _language_pair(data, split)

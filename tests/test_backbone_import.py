@@ -17,8 +17,8 @@ import pytest
 import torch
 from helpers_cli import ROOT, USER_DIR, run_cli
 
-from fairseq_nar_plugins.modules.bert_backbone import BertBackbone, BertBackboneConfig, BertLMHead, parameter_shapes
-from fairseq_nar_plugins.modules.pretrained_import import (
+from fairseq_nar_plugins.modules.backbone.bert_backbone import BertBackbone, BertBackboneConfig, BertLMHead, parameter_shapes
+from fairseq_nar_plugins.modules.pretrained.pretrained_import import (
     PretrainedCheckpointError,
     build_pretrained_backbone,
     check_vocabulary,
@@ -26,8 +26,8 @@ from fairseq_nar_plugins.modules.pretrained_import import (
     load_imported_into,
     save_converted,
 )
-from fairseq_nar_plugins.modules.pretrained_tokenizer import PretrainedTokenizer
-from fairseq_nar_plugins.modules.pretrained_vocab import PretrainedDictionary, placeholder
+from fairseq_nar_plugins.modules.pretrained.pretrained_tokenizer import PretrainedTokenizer
+from fairseq_nar_plugins.modules.pretrained.pretrained_vocab import PretrainedDictionary, placeholder
 
 TOL = 1e-4  # the bar for "the same hidden states as the reference"
 
@@ -309,7 +309,7 @@ def test_bridge_round_trip_through_fairseq_preprocess(minilm, converted_minilm, 
 def test_bridge_file_format_round_trips_and_plain_fairseq_refuses_it(converted_minilm, tmp_path):
     from fairseq.data import Dictionary
 
-    from fairseq_nar_plugins.modules import pretrained_vocab
+    from fairseq_nar_plugins.modules.pretrained import pretrained_vocab
 
     path = os.path.join(converted_minilm, "dict.txt")
     d = Dictionary.load(path)  # fairseq's own loader (with the plugin) returns the bridge
@@ -348,7 +348,7 @@ def test_byte_level_bpe_and_fairseq_release_tokenizers_match_their_references(sh
     from fairseq.data.encoders.gpt2_bpe_utils import get_encoder
     from tokenizers import ByteLevelBPETokenizer
 
-    from fairseq_nar_plugins.modules.pretrained_import import read_checkpoint_dictionary
+    from fairseq_nar_plugins.modules.pretrained.pretrained_import import read_checkpoint_dictionary
 
     with open(os.path.join(shared_data_dir, "multi30k-en-de", "train.en"), encoding="utf-8") as f:
         lines = [next(f).strip() for _ in range(500)]

@@ -6,7 +6,7 @@ import torch
 from fairseq.modules import TransformerEncoderLayer
 from argparse import Namespace
 
-from fairseq_nar_plugins.modules.block_pruning import (
+from fairseq_nar_plugins.modules.pruning.block_pruning import (
     ATTENTION,
     FFN,
     DynamicBlockPruning,

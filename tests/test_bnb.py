@@ -9,8 +9,8 @@ from fairseq.data import Dictionary
 from helpers_cli import USER_DIR, run_cli
 
 from fairseq_nar_plugins.models.bnb import BnBModel, bnb_tiny
-from fairseq_nar_plugins.modules.length_predictor import LengthClassifier
-from fairseq_nar_plugins.modules.source_copy import gather_source, ratio_copy_index, uniform_copy_index
+from fairseq_nar_plugins.modules.nat.length_predictor import LengthClassifier
+from fairseq_nar_plugins.modules.nat.source_copy import gather_source, ratio_copy_index, uniform_copy_index
 
 
 class _Task:

@@ -20,9 +20,9 @@ import torch
 from helpers_cli import ROOT, USER_DIR, run_cli
 
 from fairseq_nar_plugins.models.bnb_classifier import BnBClassifierModel, check_input_layout
-from fairseq_nar_plugins.modules.pretrained_import import PretrainedCheckpointError, check_vocabulary, \
+from fairseq_nar_plugins.modules.pretrained.pretrained_import import PretrainedCheckpointError, check_vocabulary, \
     import_checkpoint
-from fairseq_nar_plugins.modules.pretrained_vocab import PretrainedDictionary
+from fairseq_nar_plugins.modules.pretrained.pretrained_vocab import PretrainedDictionary
 
 SEED = "1"
 CLI_ENV = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}

@@ -16,9 +16,9 @@ from fairseq.iterative_refinement_generator import IterativeRefinementGenerator
 from fairseq.models.nat import levenshtein_utils
 from test_deer import rows, tiny_deer
 
-from fairseq_nar_plugins.modules import levenshtein_editor
-from fairseq_nar_plugins.modules.ctc_utils import ctc_greedy_collapse, max_excluding
-from fairseq_nar_plugins.modules.deer_input import build_input, source_blind_mask
+from fairseq_nar_plugins.modules.single_stack import levenshtein_editor
+from fairseq_nar_plugins.modules.ctc.ctc_utils import ctc_greedy_collapse, max_excluding
+from fairseq_nar_plugins.modules.single_stack.deer_input import build_input, source_blind_mask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from fairseq_nar_plugins.modules.ctc_utils import (
+from fairseq_nar_plugins.modules.ctc.ctc_utils import (
     add_bos_eos,
     ctc_greedy_collapse,
     ctc_loss,

@@ -12,10 +12,10 @@ from fairseq.iterative_refinement_generator import IterativeRefinementGenerator
 from helpers_cli import USER_DIR, run_cli
 
 from fairseq_nar_plugins.models.deer import DEERModel, deer_tiny, parse_prune_sizes
-from fairseq_nar_plugins.modules.block_pruning import ATTENTION, FFN, keep_threshold
-from fairseq_nar_plugins.modules.ctc_alignment import ctc_best_alignment
-from fairseq_nar_plugins.modules.deer_input import build_input, slot_tokens
-from fairseq_nar_plugins.modules.levenshtein_editor import editor_features
+from fairseq_nar_plugins.modules.pruning.block_pruning import ATTENTION, FFN, keep_threshold
+from fairseq_nar_plugins.modules.ctc.ctc_alignment import ctc_best_alignment
+from fairseq_nar_plugins.modules.single_stack.deer_input import build_input, slot_tokens
+from fairseq_nar_plugins.modules.single_stack.levenshtein_editor import editor_features
 
 N_WORDS = 20
 
@@ -252,7 +252,7 @@ def test_deletion_labels_with_blank_equal_to_pad():
 def test_ctc_roll_in_targets_are_the_edits_from_the_ctc_output_to_the_reference():
     """The roll-in terms (default; --no-editor-ctc-roll-in drops them) on a hand-made CTC hypothesis: delete exactly
     the tokens outside the Levenshtein alignment, then ask for the placeholders the reference still needs."""
-    from fairseq_nar_plugins.modules.levenshtein_editor import ctc_roll_in_terms
+    from fairseq_nar_plugins.modules.single_stack.levenshtein_editor import ctc_roll_in_terms
 
     model, d = tiny_deer()
     a, b, c, x = (d.index(f"w{i}") for i in (1, 2, 3, 4))
@@ -309,7 +309,7 @@ def test_editor_iterations_keep_well_formed_rows():
 def test_editor_iteration_sub_steps_follow_levenshtein_semantics():
     """Heads forced by hand (constant features): delete-all keeps only <s> </s>; k placeholders per gap, cut to the
     row's length budget left to right; placeholders filled with the best token that is not forbidden."""
-    from fairseq_nar_plugins.modules.levenshtein_editor import EditorHeads, editor_iteration
+    from fairseq_nar_plugins.modules.single_stack.levenshtein_editor import EditorHeads, editor_iteration
 
     bos, pad, eos, ph = 0, 1, 2, 3
     a, b, c, w, blank = 4, 5, 6, 7, 8

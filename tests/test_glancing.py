@@ -4,8 +4,8 @@ import itertools
 import pytest
 import torch
 
-from fairseq_nar_plugins.modules.ctc_alignment import ctc_best_alignment
-from fairseq_nar_plugins.modules.glancing import GlancingSchedule, glancing_mask
+from fairseq_nar_plugins.modules.ctc.ctc_alignment import ctc_best_alignment
+from fairseq_nar_plugins.modules.ctc.glancing import GlancingSchedule, glancing_mask
 from test_ctc_utils import BLANK, collapse
 
 

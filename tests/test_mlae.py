@@ -23,10 +23,10 @@ from fairseq_nar_plugins.models.mlae.classifier import MLAEClassifierModel, last
 from fairseq_nar_plugins.models.mlae.common import SIZES, compact_visible, prepend_bos
 from fairseq_nar_plugins.models.mlae.nar import MLAECMLMModel
 from fairseq_nar_plugins.models.mlae.pretrain import MLAEModel
-from fairseq_nar_plugins.modules.mask_predict import mask_predict_update, merge_repeats, remask_count
-from fairseq_nar_plugins.modules.pretrained_import import PretrainedCheckpointError
-from fairseq_nar_plugins.modules.scheduled_masking import MaskSchedule, mask_decoder_input
-from fairseq_nar_plugins.modules.seq2seq_masks import causal_mask, unilm_seq2seq_mask
+from fairseq_nar_plugins.modules.nat.mask_predict import mask_predict_update, merge_repeats, remask_count
+from fairseq_nar_plugins.modules.pretrained.pretrained_import import PretrainedCheckpointError
+from fairseq_nar_plugins.modules.nat.scheduled_masking import MaskSchedule, mask_decoder_input
+from fairseq_nar_plugins.modules.single_stack.seq2seq_masks import causal_mask, unilm_seq2seq_mask
 
 NO_DROPOUT = dict(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
 
@@ -226,9 +226,9 @@ def test_pretraining_refuses_corruptions_that_hide_the_masks():
 def test_initialisation_from_a_bert_family_checkpoint(tmp_path):
     """--pretrained-encoder: the encoder (and the shared token embeddings) is the checkpoint's, with its sizes and
     conventions; --pretrained-decoder: the decoder's embeddings, first --decoder-layers layers and the LM head."""
-    from fairseq_nar_plugins.modules.bert_backbone import BertBackbone, BertBackboneConfig
-    from fairseq_nar_plugins.modules.pretrained_import import ImportedCheckpoint, save_converted
-    from fairseq_nar_plugins.modules.pretrained_vocab import PretrainedDictionary
+    from fairseq_nar_plugins.modules.backbone.bert_backbone import BertBackbone, BertBackboneConfig
+    from fairseq_nar_plugins.modules.pretrained.pretrained_import import ImportedCheckpoint, save_converted
+    from fairseq_nar_plugins.modules.pretrained.pretrained_vocab import PretrainedDictionary
     from fairseq_nar_plugins.tasks.masked_autoencoder_pretrain import MaskedAutoencoderPretrainTask
 
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(20)]

@@ -51,8 +51,8 @@ def load_script(name):
 
 def tokenize(pretrained_dir, pairs):
     """Each (raw, out) file -> the checkpoint's tokens as bridge symbols (what prepare_pretrained_text.py writes)."""
-    from fairseq_nar_plugins.modules.pretrained_import import read_checkpoint_dictionary
-    from fairseq_nar_plugins.modules.pretrained_tokenizer import PretrainedTokenizer
+    from fairseq_nar_plugins.modules.pretrained.pretrained_import import read_checkpoint_dictionary
+    from fairseq_nar_plugins.modules.pretrained.pretrained_tokenizer import PretrainedTokenizer
 
     d = read_checkpoint_dictionary(pretrained_dir)
     tok = PretrainedTokenizer.from_checkpoint(pretrained_dir, d)
@@ -159,7 +159,7 @@ def chain(shared_data_dir, tmp_path_factory):
 
 
 def test_imported_model_holds_minilm_weights_in_encoder_and_decoder(chain):
-    from fairseq_nar_plugins.modules.pretrained_import import import_checkpoint
+    from fairseq_nar_plugins.modules.pretrained.pretrained_import import import_checkpoint
 
     minilm = import_checkpoint(chain["minilm"]).state_dict
     state = model_state(chain["imported"])

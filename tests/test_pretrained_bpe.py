@@ -5,8 +5,8 @@ import pytest
 from fairseq.data import encoders
 
 import fairseq_nar_plugins  # noqa: F401  (registers the BPE)
-from fairseq_nar_plugins.modules.pretrained_import import read_checkpoint_dictionary
-from fairseq_nar_plugins.modules.pretrained_tokenizer import PretrainedTokenizer
+from fairseq_nar_plugins.modules.pretrained.pretrained_import import read_checkpoint_dictionary
+from fairseq_nar_plugins.modules.pretrained.pretrained_tokenizer import PretrainedTokenizer
 
 
 @pytest.fixture(scope="module")

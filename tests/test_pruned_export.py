@@ -10,10 +10,10 @@ import pytest
 import torch
 from fairseq.modules import MultiheadAttention
 
-from fairseq_nar_plugins.modules.bert_backbone import BertBackbone, BertBackboneConfig, parameter_shapes
-from fairseq_nar_plugins.modules.block_pruning import DynamicBlockPruning, transformer_layer_linears
-from fairseq_nar_plugins.modules.compact_attention import CompactSelfAttention
-from fairseq_nar_plugins.modules.pruned_export import (
+from fairseq_nar_plugins.modules.backbone.bert_backbone import BertBackbone, BertBackboneConfig, parameter_shapes
+from fairseq_nar_plugins.modules.pruning.block_pruning import DynamicBlockPruning, transformer_layer_linears
+from fairseq_nar_plugins.modules.backbone.compact_attention import CompactSelfAttention
+from fairseq_nar_plugins.modules.pruning.pruned_export import (
     compact_attention,
     compact_backbone,
     compact_config,

@@ -317,9 +317,9 @@ def test_2h_vocabulary_size_error_suggests_the_blank_of_the_vocabulary_family():
 
     from fairseq.data import Dictionary
 
-    from fairseq_nar_plugins.modules.pretrained_import import (
+    from fairseq_nar_plugins.modules.pretrained.pretrained_import import (
         ImportedCheckpoint, PretrainedCheckpointError, check_vocabulary)
-    from fairseq_nar_plugins.modules.pretrained_vocab import PretrainedDictionary
+    from fairseq_nar_plugins.modules.pretrained.pretrained_vocab import PretrainedDictionary
 
     bert = PretrainedDictionary(["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"], bos=3, pad=0,
                                 eos=4, unk=2, mask=5, family="bert")
@@ -337,7 +337,7 @@ def test_2h_vocabulary_size_error_suggests_the_blank_of_the_vocabulary_family():
 
 def test_2i_truncated_converted_backbone_names_the_file(tmp_path):
     from fairseq_nar_plugins.checkpoint_safety import CorruptCheckpointError
-    from fairseq_nar_plugins.modules.pretrained_import import CONVERTED_FORMAT, import_checkpoint
+    from fairseq_nar_plugins.modules.pretrained.pretrained_import import CONVERTED_FORMAT, import_checkpoint
 
     folder = tmp_path / "pt"
     folder.mkdir()
@@ -349,7 +349,7 @@ def test_2i_truncated_converted_backbone_names_the_file(tmp_path):
 
 
 def test_2j_plugin_training_checkpoint_as_pretrained_encoder_says_what_it_is(toy_ckpt):
-    from fairseq_nar_plugins.modules.pretrained_import import PretrainedCheckpointError, import_checkpoint
+    from fairseq_nar_plugins.modules.pretrained.pretrained_import import PretrainedCheckpointError, import_checkpoint
 
     with pytest.raises(PretrainedCheckpointError, match=r"checkpoint_last\.pt is a training checkpoint of this "
                                                         r"plugin \(arch nat_ctc_transformer_tiny, task "

@@ -54,14 +54,14 @@ def make_task(**kw):
     # run only our __init__ logic on top of a minimal FairseqTask state
     task.cfg, task.src_dict, task.tgt_dict, task.datasets = _Cfg(**kw), d, d, {}
     task.dataset_to_epoch_iter, task.state = {}, None
-    from fairseq_nar_plugins.modules.ctc_utils import add_blank_symbol
+    from fairseq_nar_plugins.modules.ctc.ctc_utils import add_blank_symbol
     task.blank_idx = add_blank_symbol(d, task.cfg.ctc_blank_symbol)
     return task, d
 
 
 def test_blank_symbol_is_added_once_and_reused():
     d = make_dict()
-    from fairseq_nar_plugins.modules.ctc_utils import add_blank_symbol
+    from fairseq_nar_plugins.modules.ctc.ctc_utils import add_blank_symbol
     i = add_blank_symbol(d)
     assert d[i] == "<ctc_blank>" and add_blank_symbol(d) == i and len(d) == i + 1
     assert add_blank_symbol(d, "<unk>") == d.unk()

@@ -74,7 +74,7 @@ def test_student_takes_the_teacher_tensors(ar_teacher, toy_data_bin):
 
 
 def test_warm_start_refuses_a_checkpoint_of_another_shape(ar_teacher, tmp_path):
-    from fairseq_nar_plugins.modules.warm_start import warm_start
+    from fairseq_nar_plugins.modules.pretrained.warm_start import warm_start
 
     other = torch.nn.Linear(3, 3)  # no tensor of the teacher matches it
     with pytest.raises(ValueError, match="no tensor of the checkpoint matches"):

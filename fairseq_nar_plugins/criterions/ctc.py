@@ -15,7 +15,7 @@ through ``nat_loss`` unchanged, so models can mix CTC with fairseq's NAT objecti
 Normalisation (``--ctc-normalization``): ``target_length`` (default) follows ``nat_loss``: each term is a per-token
 mean (the CTC negative log-likelihood of a sentence is divided by its target length, then averaged over sentences);
 ``frames`` is the DEER authors' form (likelihood per frame of the batch, label smoothing as the mean ``-log p`` over
-real frames); see :func:`..modules.ctc_utils.ctc_objective`. ``sample_size`` is 1. Sentences whose target cannot be
+real frames); see :func:`..modules.ctc.ctc_utils.ctc_objective`. ``sample_size`` is 1. Sentences whose target cannot be
 aligned get an infinite loss; they contribute zero loss and zero gradient and are counted in the ``ctc_inf`` stat
 (in training the ``translation_lev_ctc`` task has already skipped them, so a non-zero count there means a bug).
 
@@ -35,7 +35,7 @@ from fairseq.criterions.nat_loss import (
 from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 
-from ..modules.ctc_utils import CTC_NORMALIZATIONS, ctc_objective
+from ..modules.ctc.ctc_utils import CTC_NORMALIZATIONS, ctc_objective
 
 
 @dataclass

@@ -33,8 +33,8 @@ class PretrainedTokenizerBPE(object):
     def __init__(self, cfg):
         import os
 
-        from ..modules.pretrained_import import PretrainedCheckpointError, read_checkpoint_dictionary
-        from ..modules.pretrained_tokenizer import PretrainedTokenizer
+        from ..modules.pretrained.pretrained_import import PretrainedCheckpointError, read_checkpoint_dictionary
+        from ..modules.pretrained.pretrained_tokenizer import PretrainedTokenizer
 
         path = cfg.pretrained_tokenizer
         if not path or path == "???" or not os.path.isdir(path):

@@ -204,7 +204,7 @@ class PredictedLength(_ReplacedLength):
 
 
 class ClassifiedLength(_ReplacedLength):
-    """The ``predict`` of a :class:`~fairseq_nar_plugins.modules.length_predictor.LengthClassifier` at
+    """The ``predict`` of a :class:`~fairseq_nar_plugins.modules.nat.length_predictor.LengthClassifier` at
     ``model.decoder.length`` (BnB with ``--length-mode lc``), overridden."""
 
     description = "forced per sentence: length classification overridden"

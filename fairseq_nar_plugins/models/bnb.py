@@ -1,12 +1,12 @@
 """BERT-NAR-BERT (BnB; shared/papers/000): a BERT encoder and a non-autoregressive BERT decoder joined by a latent z.
 
-* Encoder: the BERT-family backbone (``modules.bert_backbone``); ``h`` ``(B, S, H)`` are its final states.
+* Encoder: the BERT-family backbone (``modules.backbone.bert_backbone``); ``h`` ``(B, S, H)`` are its final states.
 * Latent: ``z = W_E h + b``, one ``P``-dimensional vector per source token (``--latent-dim P``).
 * Decoder: BERT layers with bidirectional self-attention and cross-attention to ``h`` (BERT2BERT style). It never
   sees target tokens: its input at position ``t`` is position + token-type embeddings plus the latent brought onto
   that position and mapped up to the decoder width (``P -> H``, GELU, as in the authors' code).
 
-  How ``z`` reaches decoder positions (``modules.source_copy``): with CTC the decoder has ``round(ratio * S)`` frames
+  How ``z`` reaches decoder positions (``modules.nat.source_copy``): with CTC the decoder has ``round(ratio * S)`` frames
   and frame ``j`` reads ``z`` of source token ``floor(j / ratio)`` (each source latent copied ``ratio`` times); with
   length classification the decoder has the (gold or predicted) target length ``T`` and position ``i`` reads ``z`` of
   source token ``round(i (S - 1) / (T - 1))``: a longer decoder repeats latents, a shorter one skips some, and the
@@ -35,15 +35,15 @@ from fairseq import utils
 from fairseq.models import FairseqDecoder, FairseqEncoder, FairseqEncoderDecoderModel, register_model, \
     register_model_architecture
 
-from ..modules.backbone_args import add_dropout_args, require_positive, set_default, set_dropout_defaults, \
+from ..modules.backbone.backbone_args import add_dropout_args, require_positive, set_default, set_dropout_defaults, \
     set_encoder_sizes
-from ..modules.bert_backbone import BertBackbone, BertBackboneConfig, BertLMHead
-from ..modules.ctc_generation import CTCGenerationMixin, placeholder_rows
-from ..modules.ctc_utils import strip_bos_eos
-from ..modules.length_predictor import LengthClassifier
-from ..modules.pretrained_import import build_pretrained_backbone
-from ..modules.source_copy import gather_source, ratio_copy_index, uniform_copy_index
-from ..modules.warm_start import add_init_from_checkpoint_arg, encoder_decoder_rename, init_from_checkpoint, \
+from ..modules.backbone.bert_backbone import BertBackbone, BertBackboneConfig, BertLMHead
+from ..modules.ctc.ctc_generation import CTCGenerationMixin, placeholder_rows
+from ..modules.ctc.ctc_utils import strip_bos_eos
+from ..modules.nat.length_predictor import LengthClassifier
+from ..modules.pretrained.pretrained_import import build_pretrained_backbone
+from ..modules.nat.source_copy import gather_source, ratio_copy_index, uniform_copy_index
+from ..modules.pretrained.warm_start import add_init_from_checkpoint_arg, encoder_decoder_rename, init_from_checkpoint, \
     refuse_with_pretrained
 
 logger = logging.getLogger(__name__)

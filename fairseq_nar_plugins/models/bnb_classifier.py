@@ -1,6 +1,6 @@
 """Sentence(-pair) classification with the BERT-NAR-BERT encoder (BnB's "understanding tasks"; shared/papers/000).
 
-The model is the encoder of :mod:`.bnb` (a :class:`~fairseq_nar_plugins.modules.bert_backbone.BertBackbone`, built by
+The model is the encoder of :mod:`.bnb` (a :class:`~fairseq_nar_plugins.modules.backbone.bert_backbone.BertBackbone`, built by
 :func:`.bnb.build_backbone`) with fairseq-style classification heads, so that fairseq's own ``sentence_prediction``
 task and criterion train and score it unchanged, exactly as they do RoBERTa:
 
@@ -43,9 +43,9 @@ from fairseq.models import FairseqEncoder, FairseqEncoderModel, register_model, 
 from fairseq.models.roberta.model import RobertaClassificationHead
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
 
-from ..modules.backbone_args import add_dropout_args
-from ..modules.bert_backbone import BertBackbone, BertBackboneConfig
-from ..modules.pretrained_import import PretrainedCheckpointError, add_pretrained_encoder_args
+from ..modules.backbone.backbone_args import add_dropout_args
+from ..modules.backbone.bert_backbone import BertBackbone, BertBackboneConfig
+from ..modules.pretrained.pretrained_import import PretrainedCheckpointError, add_pretrained_encoder_args
 from .bnb import backbone_config, bnb_base, bnb_small, bnb_tiny, build_backbone
 
 logger = logging.getLogger(__name__)

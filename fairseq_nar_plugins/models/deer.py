@@ -1,14 +1,14 @@
 """DEER (shared/papers/002): one BERT-family stack as a CTC generator, a Levenshtein editor and a prunable model.
 
-* Input (:mod:`..modules.deer_input`): ``[source ; F target slots]``, ``F = round(--upsample-ratio x S)``, slots
+* Input (:mod:`..modules.single_stack.deer_input`): ``[source ; F target slots]``, ``F = round(--upsample-ratio x S)``, slots
   holding copies of the source tokens (default) or a placeholder (``--deer-slot-input``); the source cannot see
   the slots, slots see everything. No decoder and no parameter beyond the backbone, its masked-LM head and the
   editor's two small heads.
 * Single-step generator: CTC over the slot outputs (``--criterion ctc``, ``--label-smoothing``), with glancing
   training (``--glancing-ratio``, default ``0.5:0.2@300k``): a first pass without gradient, the CTC Viterbi
-  alignment of the reference (:mod:`..modules.ctc_alignment`), ``round(ratio x mismatches)`` slots revealed with
-  their aligned symbol (:mod:`..modules.glancing`), then the trained pass.
-* Levenshtein editor (:mod:`..modules.levenshtein_editor`): the same layers over editor tokens with keys/values
+  alignment of the reference (:mod:`..modules.ctc.ctc_alignment`), ``round(ratio x mismatches)`` slots revealed with
+  their aligned symbol (:mod:`..modules.ctc.glancing`), then the trained pass.
+* Levenshtein editor (:mod:`..modules.single_stack.levenshtein_editor`): the same layers over editor tokens with keys/values
   ``[cached per-layer source states ; editor tokens]``; placeholder, insertion (the LM head) and deletion
   classifiers trained as in Levenshtein Transformer on randomly deleted references (``--noise random_delete``).
 * Objective: CTC + placeholder + insertion + deletion (+ ``--prune-lambda`` x mean sigmoid(scores) with
@@ -17,7 +17,7 @@
   per-layer source states); step 0 is greedy CTC (argmax, merge repeats, drop blanks); steps 1..N are editor
   iterations (delete -> insert placeholders -> fill). ``fairseq-generate --iter-decode-max-iter N`` picks N (0 =
   CTC only); a row stops early when an iteration changes nothing.
-* Dynamic block pruning (``--prune``; :mod:`..modules.block_pruning`): a model size sampled per update from
+* Dynamic block pruning (``--prune``; :mod:`..modules.pruning.block_pruning`): a model size sampled per update from
   ``--prune-sizes``, thresholds refreshed every ``--prune-refresh-interval`` updates; at generation the size is
   ``--prune-size`` (``fairseq-generate --model-overrides "{'prune_size': 0.5}"``), with thresholds recomputed from
   the trained scores so that exactly that fraction of each layer type is kept. Scores (parameters) and the last
@@ -36,24 +36,24 @@ import torch
 from fairseq import utils
 from fairseq.models import BaseFairseqModel, register_model, register_model_architecture
 
-from ..modules.block_pruning import ATTENTION, FFN, DynamicBlockPruning, transformer_layer_linears
-from ..modules.backbone_args import add_dropout_args, require_positive, set_default, set_dropout_defaults, \
+from ..modules.pruning.block_pruning import ATTENTION, FFN, DynamicBlockPruning, transformer_layer_linears
+from ..modules.backbone.backbone_args import add_dropout_args, require_positive, set_default, set_dropout_defaults, \
     set_encoder_sizes
-from ..modules.bert_backbone import BertBackbone, BertBackboneConfig, BertLMHead
-from ..modules.ctc_alignment import ctc_best_alignment
-from ..modules.ctc_generation import CTCGenerationMixin
-from ..modules.ctc_utils import add_bos_eos, ctc_greedy_collapse, strip_bos_eos
-from ..modules.deer_input import SLOT_INPUTS, build_input, slot_tokens
-from ..modules.glancing import GlancingSchedule, glancing_mask
-from ..modules.levenshtein_editor import (
+from ..modules.backbone.bert_backbone import BertBackbone, BertBackboneConfig, BertLMHead
+from ..modules.ctc.ctc_alignment import ctc_best_alignment
+from ..modules.ctc.ctc_generation import CTCGenerationMixin
+from ..modules.ctc.ctc_utils import add_bos_eos, ctc_greedy_collapse, strip_bos_eos
+from ..modules.single_stack.deer_input import SLOT_INPUTS, build_input, slot_tokens
+from ..modules.ctc.glancing import GlancingSchedule, glancing_mask
+from ..modules.single_stack.levenshtein_editor import (
     EditorHeads,
     ctc_roll_in_terms,
     editor_features,
     editor_iteration,
     editor_training_terms,
 )
-from ..modules.pretrained_import import build_pretrained_backbone
-from ..modules.warm_start import add_init_from_checkpoint_arg, init_from_checkpoint, refuse_with_pretrained, \
+from ..modules.pretrained.pretrained_import import build_pretrained_backbone
+from ..modules.pretrained.warm_start import add_init_from_checkpoint_arg, init_from_checkpoint, refuse_with_pretrained, \
     transformer_to_backbone
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def build_deer_backbone(args, dictionary):
         if getattr(args, "backbone_layer_shapes", None):
             if not _has_layer_shapes():
                 raise ValueError("--backbone-layer-shapes needs a BertBackboneConfig with a layer_shapes field "
-                                 "(modules/bert_backbone.py does not have one yet)")
+                                 "(modules/backbone/bert_backbone.py does not have one yet)")
             cfg = dataclasses.replace(cfg, layer_shapes=args.backbone_layer_shapes)
         if cfg.vocab_size != len(dictionary):
             raise ValueError(f"the model's vocabulary has {cfg.vocab_size} rows but the task dictionary has "

@@ -6,7 +6,7 @@ Li, Junyi, Tianyi Tang, Wayne Xin Zhao, Jian-Yun Nie and Ji-Rong Wen.
 "ELMER: A Non-Autoregressive Pre-trained Language Model for Efficient and Effective Text Generation."
 EMNLP 2022, arXiv:2210.13304. Equation and section numbers below are the paper's.
 
-* Encoder: the BERT-family backbone (:mod:`..modules.bert_backbone`), bidirectional, over the source.
+* Encoder: the BERT-family backbone (:mod:`..modules.backbone.bert_backbone`), bidirectional, over the source.
 * Decoder (section 4.1): the same layers with cross-attention to the encoder and *bidirectional* self-attention.
   Its input is a canvas of ``[MASK]`` embeddings plus positions (Eq. 5; never target tokens). The canvas length
   comes from the source alone by ``--canvas-ratio/--canvas-offset/--canvas-max-length``, in training and at
@@ -60,14 +60,14 @@ from fairseq.iterative_refinement_generator import DecoderOut
 from fairseq.models import FairseqDecoder, FairseqEncoder, FairseqEncoderDecoderModel, register_model, \
     register_model_architecture
 
-from ..modules.backbone_args import add_dropout_args, set_dropout_defaults
-from ..modules.bert_backbone import BertBackbone
+from ..modules.backbone.backbone_args import add_dropout_args, set_dropout_defaults
+from ..modules.backbone.bert_backbone import BertBackbone
 from ..modules.exits.canvas import CANVAS_FILLS, CanvasRule, canvas_labels, canvas_tokens, cut_at_first_eos
 from ..modules.exits.live_layer import decoder_layer_at, pack_positions, scatter_positions
 from ..modules.exits.off_ramps import OFF_RAMP_HEADS, SOFT_EXIT_INITS, OffRamps, SoftExitFusion
 from ..modules.exits.policies import run_hard_exit, run_lplm, run_soft_exit
 from ..modules.exits.sampling import sample_exit_layers
-from ..modules.warm_start import add_init_from_checkpoint_arg, encoder_decoder_rename, init_from_checkpoint, \
+from ..modules.pretrained.warm_start import add_init_from_checkpoint_arg, encoder_decoder_rename, init_from_checkpoint, \
     refuse_with_pretrained
 from ..tasks.masked_autoencoder_pretrain import MaskedAutoencoderPretrainTask
 from .bnb import build_backbone

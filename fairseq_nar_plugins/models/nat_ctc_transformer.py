@@ -2,7 +2,7 @@
 
 The CTC baseline of the papers (Libovicky & Helcl 2018; Gu & Kong 2021) and the test bed for the machinery that BnB
 and DEER build on. The decoder never sees target tokens: its input is the final encoder states, each source position
-copied onto ``--upsample-ratio`` consecutive frames (``modules.ctc_utils.upsample_states``), plus the decoder's
+copied onto ``--upsample-ratio`` consecutive frames (``modules.ctc.ctc_utils.upsample_states``), plus the decoder's
 position embeddings. Its layers use bidirectional self-attention over the frames and cross-attention to the encoder.
 One pass emits a distribution per frame; greedy CTC decoding (argmax, merge repeats, drop blanks) reads the output.
 
@@ -14,10 +14,10 @@ from fairseq.models.nat import FairseqNATDecoder, FairseqNATModel
 from fairseq.models.nat.nonautoregressive_transformer import base_architecture as nat_base_architecture
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
 
-from ..modules.ctc_generation import CTCGenerationMixin
-from ..modules.ctc_utils import strip_bos_eos, upsample_states
-from ..modules.source_copy import ratio_copy_index
-from ..modules.warm_start import add_init_from_checkpoint_arg, init_from_checkpoint
+from ..modules.ctc.ctc_generation import CTCGenerationMixin
+from ..modules.ctc.ctc_utils import strip_bos_eos, upsample_states
+from ..modules.nat.source_copy import ratio_copy_index
+from ..modules.pretrained.warm_start import add_init_from_checkpoint_arg, init_from_checkpoint
 
 
 def require_ctc_task(task, model_name: str):

@@ -2,7 +2,7 @@
 
 What it adds to ``translation_lev`` (noise injection, ``IterativeRefinementGenerator``, ``<s>``-prepended data):
 
-* ``--upsample-ratio R``: the decoder gets ``round(R * source length)`` frames (see :mod:`..modules.ctc_utils`);
+* ``--upsample-ratio R``: the decoder gets ``round(R * source length)`` frames (see :mod:`..modules.ctc.ctc_utils`);
   models read the ratio from the task when they are built.
 * a CTC blank symbol (``--ctc-blank-symbol``, default ``<ctc_blank>``) added to both dictionaries, so that joined
   dictionaries stay identical and ``--share-all-embeddings`` keeps working;
@@ -24,7 +24,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation_lev import TranslationLevenshteinTask
 
 from .. import fingerprint
-from ..modules.ctc_utils import DEFAULT_BLANK_SYMBOL, add_blank_symbol, ctc_required_frames, num_frames
+from ..modules.ctc.ctc_utils import DEFAULT_BLANK_SYMBOL, add_blank_symbol, ctc_required_frames, num_frames
 from .autocast import AutocastMixin
 from .translation_lev_bleu import TranslationLevBLEUConfig, ValidationBLEUMixin
 
@@ -94,7 +94,7 @@ def unalignable_mask(dataset, ratio: float) -> np.ndarray:
 
 def _trains_with_ctc(model) -> bool:
     """Models whose training terms are CTC (nat_ctc_transformer, DEER, BnB with --length-mode ctc)."""
-    from ..modules.ctc_generation import CTCGenerationMixin
+    from ..modules.ctc.ctc_generation import CTCGenerationMixin
 
     return isinstance(model, CTCGenerationMixin) and getattr(getattr(model, "decoder", None), "length_mode",
                                                              "ctc") == "ctc"

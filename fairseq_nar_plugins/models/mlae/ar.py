@@ -10,11 +10,11 @@ and values (fairseq's ``incremental_state``), so a step costs one position.
 
 **UniLM style** (``mlae_unilm_*``; Dong et al. 2019, arXiv:1905.03197): no cross-attention; one decoder stack over
 ``[encoder states of the source ; target tokens]`` with UniLM's Seq2Seq mask (source rows see the source only, target
-row ``t`` sees the source and targets ``<= t``; :func:`~fairseq_nar_plugins.modules.seq2seq_masks.unilm_seq2seq_mask`),
+row ``t`` sees the source and targets ``<= t``; :func:`~fairseq_nar_plugins.modules.single_stack.seq2seq_masks.unilm_seq2seq_mask`),
 positions continuing after the source, token type 1 on the target (BERT conventions). Generation caches each layer's
 input at the source positions (they never depend on the target) and at the targets decoded so far.
 
-**Scheduled masking** (both; §3.4, Algorithm 1; :mod:`~fairseq_nar_plugins.modules.scheduled_masking`): in
+**Scheduled masking** (both; §3.4, Algorithm 1; :mod:`~fairseq_nar_plugins.modules.nat.scheduled_masking`): in
 training, a share ``m_t`` of each decoder input row (every token but the start symbol) is replaced by the
 pretraining's ``[MASK]``, ``m_t`` decaying linearly from ``m_0`` to 0 at the last update: ``--mask-schedule 0.6:0``
 (the paper's; ``T`` = ``--max-update``), ``--mask-schedule 0`` to switch it off, ``--mask-schedule-kind constant`` for
@@ -32,11 +32,11 @@ from fairseq.models import FairseqEncoderDecoderModel, FairseqIncrementalDecoder
     register_model_architecture
 from torch import Tensor
 
-from ...modules.bert_backbone import BertBackbone, BertLMHead
-from ...modules.deer_input import token_types
-from ...modules.levenshtein_editor import layer_with_memory
-from ...modules.scheduled_masking import MASK_SCHEDULE_KINDS, MaskSchedule, mask_decoder_input
-from ...modules.seq2seq_masks import causal_mask, unilm_seq2seq_mask
+from ...modules.backbone.bert_backbone import BertBackbone, BertLMHead
+from ...modules.single_stack.deer_input import token_types
+from ...modules.single_stack.levenshtein_editor import layer_with_memory
+from ...modules.nat.scheduled_masking import MASK_SCHEDULE_KINDS, MaskSchedule, mask_decoder_input
+from ...modules.single_stack.seq2seq_masks import causal_mask, unilm_seq2seq_mask
 from .checkpoint import MLAECheckpoint
 from .common import (
     MLAEEncoder,

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional
 import torch
 from fairseq import checkpoint_utils
 
-from ...modules.pretrained_import import PretrainedCheckpointError
+from ...modules.pretrained.pretrained_import import PretrainedCheckpointError
 from ..bnb_classifier import _checkpoint_model_args
 
 logger = logging.getLogger(__name__)

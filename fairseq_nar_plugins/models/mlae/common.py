@@ -12,9 +12,9 @@ size       enc. L  dec. L  width  heads  FFN    where
 ``tiny``   2       1       64     2      128    test size
 =========  ======  ======  =====  =====  =====  ===============================================================
 
-Encoder and decoder are :class:`~fairseq_nar_plugins.modules.bert_backbone.BertBackbone` stacks of the same width
+Encoder and decoder are :class:`~fairseq_nar_plugins.modules.backbone.bert_backbone.BertBackbone` stacks of the same width
 sharing one token-embedding table (the paper's single vocabulary), which is also the output projection of the
-decoder's masked-LM head (:class:`~fairseq_nar_plugins.modules.bert_backbone.BertLMHead`). The decoder follows the
+decoder's masked-LM head (:class:`~fairseq_nar_plugins.modules.backbone.bert_backbone.BertLMHead`). The decoder follows the
 encoder's conventions (position offset, LayerNorm epsilon, token types), so that an encoder initialised from a
 BERT-family checkpoint (``--pretrained-encoder``) gets a decoder that fits it.
 """
@@ -27,9 +27,9 @@ import torch
 from fairseq.models import FairseqEncoder
 from torch import Tensor
 
-from ...modules.backbone_args import add_dropout_args, set_dropout_defaults
-from ...modules.bert_backbone import BertBackbone, BertBackboneConfig
-from ...modules.pretrained_import import PretrainedCheckpointError, import_checkpoint, load_imported_into
+from ...modules.backbone.backbone_args import add_dropout_args, set_dropout_defaults
+from ...modules.backbone.bert_backbone import BertBackbone, BertBackboneConfig
+from ...modules.pretrained.pretrained_import import PretrainedCheckpointError, import_checkpoint, load_imported_into
 from ...tasks.masked_autoencoder_pretrain import MaskedAutoencoderPretrainTask
 from ..bnb import build_backbone
 

@@ -12,7 +12,7 @@ conditional masked language model (CMLM, Ghazvininejad et al. 2019, arXiv:1904.0
   states, 256 classes, ``nat_loss`` ``length`` term weighted by ``--length-loss-factor``, default 0.1).
 * Decoding (``IterativeRefinementGenerator``): the predicted length (capped at ``--max-length-ratio`` x source +
   ``--max-length-offset``), a canvas ``[<s> [MASK]... </s>]``, then mask-predict
-  (:mod:`~fairseq_nar_plugins.modules.mask_predict`) for ``--iter-decode-max-iter + 1`` steps (paper: at most 10;
+  (:mod:`~fairseq_nar_plugins.modules.nat.mask_predict`) for ``--iter-decode-max-iter + 1`` steps (paper: at most 10;
   decode with ``--iter-decode-force-max-iter``), consecutive repeats merged at the last step (``--no-merge-repeats``
   to keep them); ``--iter-decode-with-beam K`` decodes K lengths around the prediction and keeps the best.
 
@@ -24,9 +24,9 @@ import logging
 
 from fairseq.models import FairseqEncoderDecoderModel, register_model, register_model_architecture
 
-from ...modules.ctc_generation import placeholder_rows
-from ...modules.length_predictor import LengthClassifier
-from ...modules.mask_predict import mask_predict_update
+from ...modules.ctc.ctc_generation import placeholder_rows
+from ...modules.nat.length_predictor import LengthClassifier
+from ...modules.nat.mask_predict import mask_predict_update
 from ..bnb import DEFAULT_MAX_LENGTH_OFFSET, DEFAULT_MAX_LENGTH_RATIO
 from .checkpoint import MLAECheckpoint
 from .common import (
@@ -163,7 +163,7 @@ class MLAECMLMModel(FairseqEncoderDecoderModel):
         return decoder_out._replace(output_tokens=rows.output_tokens, output_scores=rows.output_scores)
 
     def forward_decoder(self, decoder_out, encoder_out, decoding_format=None, **kwargs):
-        """One mask-predict step (:func:`~fairseq_nar_plugins.modules.mask_predict.mask_predict_update`)."""
+        """One mask-predict step (:func:`~fairseq_nar_plugins.modules.nat.mask_predict.mask_predict_update`)."""
         lprobs = self.decoder(decoder_out.output_tokens, encoder_out, normalize=True)
         tokens, scores = mask_predict_update(
             decoder_out.output_tokens, decoder_out.output_scores, lprobs, decoder_out.step, decoder_out.max_step,

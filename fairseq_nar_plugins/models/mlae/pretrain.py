@@ -25,7 +25,7 @@ from fairseq import utils
 from fairseq.models import FairseqDecoder, FairseqEncoderDecoderModel, register_model, register_model_architecture
 from torch import Tensor
 
-from ...modules.bert_backbone import BertBackbone, BertLMHead
+from ...modules.backbone.bert_backbone import BertBackbone, BertLMHead
 from .common import (
     ENCODER_INPUTS,
     MLAEEncoder,

@@ -6,7 +6,7 @@ Off-ramp ``l`` maps the state ``h_t^l`` of decoder layer ``l`` to a distribution
 at BART-base size), so every off-ramp's projection is tied to the decoder's token embeddings ``E``; what an
 independent off-ramp owns is the rest of its head:
 
-* ``mlm`` head (default): BERT's masked-LM head, ``E^T LayerNorm(GELU(D_l h)) + b_l`` (:class:`..bert_backbone.
+* ``mlm`` head (default): BERT's masked-LM head, ``E^T LayerNorm(GELU(D_l h)) + b_l`` (:class:`.backbone.bert_backbone.
   BertLMHead`), so that a BERT-family checkpoint's trained MLM head initialises it; ``W_c^l = E^T T_l`` with ``T_l``
   the transform ``D_l``, GELU, LayerNorm;
 * ``linear`` head: ``E^T h + b_l``, the plain tied softmax classifier of Eq. 8 (BART's output layer with its
@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..bert_backbone import BertBackboneConfig, BertLMHead
+from ..backbone.bert_backbone import BertBackboneConfig, BertLMHead
 
 OFF_RAMP_HEADS = ("mlm", "linear")
 SOFT_EXIT_INITS = ("identity", "random")

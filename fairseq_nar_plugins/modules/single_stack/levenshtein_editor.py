@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from fairseq.models.nat.levenshtein_utils import _apply_del_words, _apply_ins_masks, _fill
 from torch import Tensor
 
-from .ctc_utils import max_excluding
+from ..ctc.ctc_utils import max_excluding
 from .deer_input import token_types
 
 MAX_PLACEHOLDERS = 256
@@ -134,7 +134,7 @@ def editor_features(backbone, src_tokens: Tensor, src_padding_mask: Tensor, sour
     """Final backbone states ``(B, T, C)`` of editor tokens.
 
     Args:
-        backbone: the shared :class:`.bert_backbone.BertBackbone` (no cross-attention).
+        backbone: the shared :class:`.backbone.bert_backbone.BertBackbone` (no cross-attention).
         src_tokens: ``(B, S)`` source tokens (for the embeddings' positions only).
         src_padding_mask: ``(B, S)`` True at source padding.
         source_states: ``(B, L, S, C)`` cached input of each of the ``L`` layers at the source positions.

@@ -1,7 +1,7 @@
 """A BERT-family backbone (BERT, RoBERTa, XLM-R) built from fairseq's transformer layers.
 
 The network is exactly the one of BERT (Devlin et al., 2019) and of its RoBERTa / XLM-R re-trainings, so that
-pretrained checkpoints load into it without any change of behaviour (see :mod:`.pretrained_import`):
+pretrained checkpoints load into it without any change of behaviour (see :mod:`.pretrained.pretrained_import`):
 
 * embeddings: token + learned absolute position (+ token type, BERT only) embeddings, summed, then LayerNorm and
   dropout, with no ``sqrt(d)`` scaling;
@@ -37,7 +37,7 @@ DEER (shared/papers/002) uses the encoder stack alone, with task-specific self-a
 (``self_attn_mask`` below) and no extra parameters.
 
 Physically pruned layers. With ``layer_shapes`` set (written by ``scripts/export_pruned.py`` from a model trained
-with dynamic block pruning, see :mod:`.pruned_export`) each layer has its own FFN width and a
+with dynamic block pruning, see :mod:`.pruning.pruned_export`) each layer has its own FFN width and a
 :class:`~.compact_attention.CompactSelfAttention` whose heads have their own q/k and v widths (same parameter names,
 smaller shapes); ``None`` (the default) is the uniform stack above.
 
@@ -99,7 +99,7 @@ class BertBackboneConfig:
     #: None (default): every layer has ``attention_heads`` heads of ``embed_dim // attention_heads`` dims and an FFN
     #: of ``ffn_embed_dim``. Otherwise one dict per layer, ``{"ffn": int, "qk_dims": [int] * attention_heads,
     #: "v_dims": [int] * attention_heads}`` (a JSON string of that list is accepted too): the physically smaller
-    #: layers of a pruned model exported at one size (see :mod:`.pruned_export`). The self-attention of such layers
+    #: layers of a pruned model exported at one size (see :mod:`.pruning.pruned_export`). The self-attention of such layers
     #: is a :class:`~.compact_attention.CompactSelfAttention` (head ``h`` has ``qk_dims[h]`` query/key and
     #: ``v_dims[h]`` value dims; 0 and 0 = head removed); cross-attention, if any, stays uniform.
     layer_shapes: Optional[List[Dict[str, Any]]] = None
@@ -344,7 +344,7 @@ class BertBackbone(nn.Module):
     """BERT / RoBERTa / XLM-R encoder stack, optionally with cross-attention (a bidirectional decoder stack).
 
     Build it from a :class:`BertBackboneConfig` (random BERT initialisation), then load pretrained weights with
-    :func:`.pretrained_import.load_pretrained_into` (or ``load_state_dict``).
+    :func:`.pretrained.pretrained_import.load_pretrained_into` (or ``load_state_dict``).
     """
 
     def __init__(self, cfg: BertBackboneConfig):
@@ -393,7 +393,7 @@ class BertBackbone(nn.Module):
           N(0, 0.02), biases 0, LayerNorm weight 1 / bias 0.
         * ``"self_attention"``: MLAE (shared/papers/003, section 3.3 and Table 5): copy each layer's self-attention
           (q/k/v/out projections and its LayerNorm) into its cross-attention. Call it *after* loading pretrained
-          weights (:func:`.pretrained_import.load_pretrained_into` does).
+          weights (:func:`.pretrained.pretrained_import.load_pretrained_into` does).
         """
         if not self.cfg.cross_attention:
             raise ValueError("this backbone has no cross-attention (cross_attention=False)")

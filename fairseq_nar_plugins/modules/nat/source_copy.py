@@ -20,11 +20,15 @@ import torch
 from torch import Tensor
 
 
+def num_frames(src_lengths: Tensor, ratio: float) -> Tensor:
+    """Decoder positions (CTC frames) per sentence: ``round(ratio * src_lengths)``, at least 1 (LongTensor ``(B,)``).
+    CTC code reads it as ``ctc.ctc_utils.num_frames`` (re-exported there)."""
+    return torch.round(src_lengths.float() * ratio).long().clamp(min=1)
+
+
 def ratio_copy_index(src_lengths: Tensor, ratio: float) -> Tuple[Tensor, Tensor]:
     """``(index, padding_mask)`` of shape ``(B, T)``, ``T = max round(ratio * S_b)``: the source rank each decoder
     position reads, and True at decoder padding."""
-    from .ctc_utils import num_frames
-
     tgt_lengths = num_frames(src_lengths, ratio)
     pos = torch.arange(int(tgt_lengths.max()), device=src_lengths.device)
     index = torch.floor(pos.float()[None, :] / ratio).long()

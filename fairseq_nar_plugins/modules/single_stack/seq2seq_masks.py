@@ -8,7 +8,7 @@
   target tokens]``.
 
 Masks are bool, True where a query may **not** attend to a key (the convention of
-:meth:`.bert_backbone.BertBackbone.forward`); padding keys are left to the key padding mask.
+:meth:`.backbone.bert_backbone.BertBackbone.forward`); padding keys are left to the key padding mask.
 """
 import torch
 from torch import Tensor

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..nat.source_copy import gather_source, num_frames, ratio_copy_index  # noqa: F401  (num_frames: CTC's frames)
+
 DEFAULT_BLANK_SYMBOL = "<ctc_blank>"
 
 
@@ -28,11 +30,6 @@ def add_blank_symbol(dictionary, symbol: str = DEFAULT_BLANK_SYMBOL) -> int:
     if symbol in dictionary.indices:
         return dictionary.index(symbol)
     return dictionary.add_symbol(symbol)
-
-
-def num_frames(src_lengths: Tensor, ratio: float) -> Tensor:
-    """Decoder frames per sentence: ``round(ratio * src_lengths)`` (LongTensor of shape ``(B,)``)."""
-    return torch.round(src_lengths.float() * ratio).long().clamp(min=1)
 
 
 def ctc_required_frames(tokens) -> int:
@@ -57,8 +54,6 @@ def upsample_states(states: Tensor, padding_mask: Tensor, ratio: float) -> Tuple
         ``num_frames`` in the batch, right-padded with zeros; ``frame_padding_mask`` ``(B, F)`` True at padding
         frames; ``source_index`` ``(B, F)`` the source position each frame copies (0 at padding frames).
     """
-    from .source_copy import gather_source, ratio_copy_index
-
     index, frame_padding_mask = ratio_copy_index((~padding_mask).sum(1), ratio)
     real_first = padding_mask.long().argsort(dim=1, stable=True)
     source_index = real_first.gather(1, index).masked_fill(frame_padding_mask, 0)

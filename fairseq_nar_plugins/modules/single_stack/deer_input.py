@@ -14,7 +14,7 @@ the key padding mask). Source states therefore do not depend on the slots, which
 them (:mod:`.levenshtein_editor`).
 
 Positions and token types follow the backbone: a real token's position is its rank among the real tokens of the
-concatenated row (:class:`.bert_backbone.BertEmbeddings`), so slots continue the source positions whatever side the
+concatenated row (:class:`.backbone.bert_backbone.BertEmbeddings`), so slots continue the source positions whatever side the
 source is padded on; with token-type embeddings (BERT) the source is segment 0 and the slots segment 1, as in BERT's
 sentence pairs; RoBERTa / XLM-R have no token types.
 """
@@ -23,7 +23,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from .source_copy import gather_source, ratio_copy_index
+from ..nat.source_copy import gather_source, ratio_copy_index
 
 SLOT_INPUTS = ("copy", "placeholder")
 

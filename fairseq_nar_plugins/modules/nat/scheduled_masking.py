@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .glancing import GlancingSchedule
+from ..ctc.glancing import GlancingSchedule
 
 MASK_SCHEDULE_KINDS = ("linear", "constant")
 

@@ -1,7 +1,7 @@
 """Self-attention whose heads have their own widths, and transformer layers built with it (pruned-model export).
 
-A model trained with dynamic block pruning (:mod:`.block_pruning`) and exported at a fixed size
-(:mod:`.pruned_export`) loses whole rows / columns of its attention projections, so that after compaction head ``h``
+A model trained with dynamic block pruning (:mod:`.pruning.block_pruning`) and exported at a fixed size
+(:mod:`.pruning.pruned_export`) loses whole rows / columns of its attention projections, so that after compaction head ``h``
 keeps ``qk_dims[h]`` query/key dimensions and ``v_dims[h]`` value dimensions (0 and 0: the head is gone). The
 projections are then plain ``nn.Linear`` layers of the summed widths:
 

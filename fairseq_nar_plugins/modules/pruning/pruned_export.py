@@ -2,7 +2,7 @@
 
 A :class:`~.block_pruning.DynamicBlockPruning` model decodes at any listed size by *masking* weights: the matrices
 keep their full shapes. This module turns the masked backbone at one size into a backbone whose matrices are
-smaller (a :class:`~.bert_backbone.BertBackbone` with ``layer_shapes``) and whose output is the same up to float
+smaller (a :class:`~.backbone.bert_backbone.BertBackbone` with ``layer_shapes``) and whose output is the same up to float
 rounding. Everything below is exact in real arithmetic; "zero" means exactly 0.0 in the MASKED weight.
 
 Feed-forward (per layer): the neurons whose score mask is 0 are removed: their ``fc1`` rows and bias entries and their
@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .bert_backbone import BertBackbone, BertBackboneConfig
+from ..backbone.bert_backbone import BertBackbone, BertBackboneConfig
 from .block_pruning import DynamicBlockPruning
 
 

@@ -1,4 +1,4 @@
-"""Import BERT / RoBERTa / XLM-R checkpoints from local paths into a :class:`.bert_backbone.BertBackbone`.
+"""Import BERT / RoBERTa / XLM-R checkpoints from local paths into a :class:`.backbone.bert_backbone.BertBackbone`.
 
 Accepted paths (:func:`import_checkpoint`):
 
@@ -28,7 +28,7 @@ import torch
 from fairseq.data import Dictionary
 from torch import Tensor
 
-from .bert_backbone import BertBackbone, BertBackboneConfig, parameter_shapes
+from ..backbone.bert_backbone import BertBackbone, BertBackboneConfig, parameter_shapes
 from .pretrained_vocab import (
     PretrainedDictionary,
     fairseq_vocabulary_tokens,
@@ -61,7 +61,7 @@ class ImportedCheckpoint:
         config: the architecture the checkpoint describes (``cross_attention`` off).
         state_dict: backbone parameters (``embeddings.*``, ``layers.N.*``), plain tensors.
         dictionary: the vocabulary bridge (row ``i`` of ``embeddings.embed_tokens.weight`` is ``dictionary[i]``).
-        lm_head: the masked-LM head in :class:`.bert_backbone.BertLMHead` naming (``dense.*``, ``layer_norm.*``,
+        lm_head: the masked-LM head in :class:`.backbone.bert_backbone.BertLMHead` naming (``dense.*``, ``layer_norm.*``,
             ``bias``, and ``weight`` only if untied from the token embeddings), or None if the checkpoint has none.
         source: where it came from (``path``, ``format``: huggingface / fairseq / converted, ``model_type``).
     """
@@ -548,7 +548,7 @@ def load_converted(path: str) -> ImportedCheckpoint:
     """Read a ``backbone.pt`` written by :func:`save_converted`."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"converted checkpoint {path!r} does not exist")
-    from ..checkpoint_safety import load_file
+    from ...checkpoint_safety import load_file
 
     state = load_file(path, map_location="cpu")  # names the file if it is truncated, damaged or unsafe
     if not isinstance(state, dict) or state.get("format") != CONVERTED_FORMAT:
