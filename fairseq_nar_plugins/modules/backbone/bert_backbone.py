@@ -272,17 +272,10 @@ class BertEmbeddings(nn.Module):
         """Position ids ``(B, T)``: ``offset + rank among the row's real tokens``; padding gets ``offset - 1``
         (RoBERTa's padding position) or 0 (BERT)."""
         real = (~padding_mask).long()
-        rank = torch.cumsum(real, dim=1) - 1
         # a row can only be too long when the batch is wider than the table (no host sync otherwise)
         longest = int(real.sum(1).max()) if real.numel() and real.size(1) > self.max_positions else 0
-        if longest > self.max_positions:
-            raise ValueError(
-                f"a sequence of {longest} tokens is longer than the {self.max_positions} positions of the "
-                f"position embeddings (embeddings.embed_positions.weight has {self.embed_positions.num_embeddings} "
-                f"rows, offset {self.position_offset}); truncate inputs (e.g. --max-source-positions)"
-            )
-        pad_position = max(self.position_offset - 1, 0)
-        return torch.where(padding_mask, torch.full_like(rank, pad_position), rank + self.position_offset)
+        return self._position_ids(torch.cumsum(real, dim=1) - 1, padding_mask, longest,
+                                  f"a sequence of {longest} tokens is longer than")
 
     def explicit_positions(self, positions: Tensor, padding_mask: Tensor) -> Tensor:
         """Position ids ``(B, T)`` from 0-based ``positions``: ``offset + position``, padding as in
@@ -291,9 +284,14 @@ class BertEmbeddings(nn.Module):
         if bool((positions[real] < 0).any()):
             raise ValueError("explicit positions must be >= 0")
         longest = int(positions[real].max()) + 1 if bool(real.any()) else 0
+        return self._position_ids(positions, padding_mask, longest, f"position {longest - 1} is outside")
+
+    def _position_ids(self, positions: Tensor, padding_mask: Tensor, longest: int, what: str) -> Tensor:
+        """``offset + positions`` ``(B, T)``, the padding position at padding; refuses ``longest`` positions beyond
+        the table (``what`` begins the message)."""
         if longest > self.max_positions:
             raise ValueError(
-                f"position {longest - 1} is outside the {self.max_positions} positions of the position embeddings "
+                f"{what} the {self.max_positions} positions of the position embeddings "
                 f"(embeddings.embed_positions.weight has {self.embed_positions.num_embeddings} rows, offset "
                 f"{self.position_offset}); truncate inputs (e.g. --max-source-positions)"
             )
