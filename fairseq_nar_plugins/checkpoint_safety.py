@@ -267,6 +267,19 @@ def _looks_corrupt(e: BaseException) -> bool:
                             "unexpected EOF", "invalid load key"))
 
 
+def _raised_while_unpickling(e: BaseException) -> bool:
+    """True when ``e`` came out of an unpickler's ``load`` (torch's weights-only one or pickle's): damaged pickle
+    bytes fail there with whatever the opcode they turned into raises (a memo ``KeyError``, an ``IndexError`` on an
+    empty stack, a ``UnicodeDecodeError``, ...), not only with ``UnpicklingError``."""
+    tb = e.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if owner is not None and any(c.__name__ == "Unpickler" for c in type(owner).__mro__):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _classify_unpickling(path, e):
     found = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(e))
     if found:
@@ -276,8 +289,11 @@ def _classify_unpickling(path, e):
             "If you wrote this file yourself and trust it, set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 for this "
             "command (or re-save it with plain tensors/dicts); if you forgot --user-dir, add it."
         )
-    last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-    last = re.sub(r"^\s*WeightsUnpickler error:\s*", "", last)
+    said = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))  # torch's verdict, before its advice lines
+    last = said.group(1).strip() if said else \
+        str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    if not isinstance(e, pickle.UnpicklingError):
+        last = f"{type(e).__name__}: {last}"
     return CorruptCheckpointError(path, f"its pickled part (data.pkl) is damaged ({last})")
 
 
@@ -293,6 +309,8 @@ def load_file(path, **kwargs):
     except Exception as e:
         if _looks_corrupt(e):
             raise CorruptCheckpointError(path, f"the file is truncated or damaged ({type(e).__name__})") from e
+        if _raised_while_unpickling(e):
+            raise _classify_unpickling(path, e) from e
         raise
 
 
@@ -396,6 +414,8 @@ def _guarded(load_fn):
                 raise CorruptCheckpointError(path, f"the file is truncated or damaged ({type(e).__name__}: "
                                                    f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})"
                                              ) from e
+            if _raised_while_unpickling(e):
+                raise _classify_unpickling(path, e) from e
             raise
         check_finite_weights(state, path)
         if arg_overrides:

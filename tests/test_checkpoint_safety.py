@@ -101,6 +101,27 @@ def test_corrupted_pickle_is_reported_as_corruption_not_as_an_unsafe_object(toy_
     assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in str(e.value)
 
 
+@pytest.mark.parametrize("opcodes, error", [
+    (b"\x80\x02h\x05.", "KeyError"),  # PROTO 2, BINGET 5 (no such memo entry), STOP
+    (b"\x80\x02X\x01\x00\x00\x00\xff.", "UnicodeDecodeError"),  # PROTO 2, BINUNICODE of 1 byte not UTF-8, STOP
+    (b"\x80\x020.", "Unsupported operand 48"),  # PROTO 2, POP (refused by torch's weights-only unpickler), STOP
+])
+def test_damaged_pickle_opcodes_read_as_corruption_whatever_they_raise(toy_ctc_checkpoint, tmp_path, opcodes, error):
+    """Damaged pickle bytes fail inside the unpickler with whatever their opcode raises, not only UnpicklingError (a
+    KeyError slipped through when the full suite's checkpoint happened to be damaged at a memo lookup)."""
+    path = _copy_checkpoint(toy_ctc_checkpoint, tmp_path)
+    offset, _ = _zip_entry_offset(path, "data.pkl")
+    data = bytearray(path.read_bytes())
+    data[offset: offset + len(opcodes)] = opcodes
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpointError, match=rf"pickled part \(data.pkl\) is damaged \({error}"):
+        with mock.patch.object(checkpoint_safety, "verify_checkpoint_file", lambda p: None):
+            checkpoint_utils.load_checkpoint_to_cpu(str(path))
+    with pytest.raises(CorruptCheckpointError, match=rf"pickled part \(data.pkl\) is damaged \({error}"):
+        with mock.patch.object(checkpoint_safety, "verify_checkpoint_file", lambda p: None):
+            checkpoint_safety.load_file(str(path))
+
+
 def test_damaged_weight_bytes_fail_the_crc_check(toy_ctc_checkpoint, tmp_path):
     """Probe 3d4: 800 bytes of 0x7f in a weight storage loaded silently and decoded empty hypotheses (score nan)."""
     path = _copy_checkpoint(toy_ctc_checkpoint, tmp_path)
