@@ -297,6 +297,20 @@ def _classify_unpickling(path, e):
     return CorruptCheckpointError(path, f"its pickled part (data.pkl) is damaged ({last})")
 
 
+def _load_error(path, e: BaseException):
+    """What to raise instead of ``e``, an exception out of ``torch.load(path)``: :class:`UnsafeCheckpointError` for a
+    pickled object outside the allow-list, :class:`CorruptCheckpointError` for a damaged file; None (raise ``e``
+    itself) for anything else."""
+    if isinstance(e, (UnsafeCheckpointError, CorruptCheckpointError)):
+        return None
+    if isinstance(e, pickle.UnpicklingError) or _raised_while_unpickling(e):
+        return _classify_unpickling(path, e)
+    if _looks_corrupt(e):
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return CorruptCheckpointError(path, f"the file is truncated or damaged ({type(e).__name__}: {first})")
+    return None
+
+
 def load_file(path, **kwargs):
     """``torch.load(path, weights_only=True, **kwargs)`` for files read outside fairseq's loader (converted
     backbones): empty, truncated or damaged files raise :class:`CorruptCheckpointError`, objects outside the
@@ -304,14 +318,11 @@ def load_file(path, **kwargs):
     verify_checkpoint_file(path)
     try:
         return torch.load(path, weights_only=True, **kwargs)
-    except pickle.UnpicklingError as e:
-        raise _classify_unpickling(path, e) from e
     except Exception as e:
-        if _looks_corrupt(e):
-            raise CorruptCheckpointError(path, f"the file is truncated or damaged ({type(e).__name__})") from e
-        if _raised_while_unpickling(e):
-            raise _classify_unpickling(path, e) from e
-        raise
+        error = _load_error(path, e)
+        if error is None:
+            raise
+        raise error from e
 
 
 # ------------------------------------------------------------------------------------------------ model overrides
@@ -405,18 +416,11 @@ def _guarded(load_fn):
             verify_checkpoint_file(path)
         try:
             state = load_fn(path, None, load_on_all_ranks=load_on_all_ranks)
-        except (UnsafeCheckpointError, CorruptCheckpointError):
-            raise
-        except pickle.UnpicklingError as e:
-            raise _classify_unpickling(path, e) from e
         except Exception as e:
-            if _looks_corrupt(e):
-                raise CorruptCheckpointError(path, f"the file is truncated or damaged ({type(e).__name__}: "
-                                                   f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})"
-                                             ) from e
-            if _raised_while_unpickling(e):
-                raise _classify_unpickling(path, e) from e
-            raise
+            error = _load_error(path, e)
+            if error is None:
+                raise
+            raise error from e
         check_finite_weights(state, path)
         if arg_overrides:
             check_model_overrides(state, arg_overrides, path)

@@ -99,6 +99,8 @@ def loaded_weights(ckpt, data_bin):
 
 
 def main(work):
+    from fairseq_nar_plugins import checkpoint_safety  # also allow-lists what fairseq checkpoints pickle
+
     torch.set_num_threads(1)
     data_bin = os.path.join(work, "bin")
     if not os.path.exists(os.path.join(data_bin, "dict.src.txt")):
@@ -125,7 +127,7 @@ def main(work):
             args = [data_bin, "--user-dir", USER_DIR, *train_args, "--save-dir", save]
         if not os.path.exists(os.path.join(save, "checkpoint_last.pt")):
             fairseq_train(args)
-        state = torch.load(os.path.join(save, "checkpoint_last.pt"), map_location="cpu", weights_only=False)  # ours
+        state = checkpoint_safety.load_file(os.path.join(save, "checkpoint_last.pt"), map_location="cpu")
         state.pop("last_optimizer_state", None)  # not needed to decode; keeps the fixture small
         ckpt = os.path.join(HERE, f"{name}.pt")
         torch.save(state, ckpt)
