@@ -4,6 +4,8 @@
 #   make demo      install, then the main job: Multi30k en->de AR teacher -> distillation -> CTC NAT student,
 #                  decode, sacreBLEU and examples (CPU, or a GPU when torch sees one)
 #   make bench     install, then train every Multi30k system for BENCH_MINUTES each, benchmark, update README
+#   make bench-qg  install, then MiniLM-initialised against random NAR systems on SQuAD question generation
+#                  (examples/qg/bench.sh, QG_MINUTES each), benchmark, QG scores and learning curves
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -25,8 +27,11 @@ TEST_WORKERS ?= auto
 # bench settings: training minutes per system (each on one core, as many at a time as there are cores)
 BENCH_WORK ?= work/bench
 BENCH_MINUTES ?= 60
+QG_DATA ?= ../shared/data/squad-qg-du2017
+QG_WORK ?= work/qg
+QG_MINUTES ?= 40
 
-.PHONY: install test demo bench clean-venv
+.PHONY: install test demo bench bench-qg clean-venv
 
 install: $(STAMP)
 
@@ -42,6 +47,9 @@ demo: install
 
 bench: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/multi30k/bench.sh "$(DATA)" "$(BENCH_WORK)" "$(BENCH_MINUTES)"
+
+bench-qg: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/qg/bench.sh "$(QG_DATA)" "$(QG_WORK)" "$(QG_MINUTES)"
 
 clean-venv:
 	rm -rf $(VENV)

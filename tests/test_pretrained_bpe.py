@@ -37,3 +37,11 @@ def test_encode_gives_the_tokenizers_ids_and_decode_inverts_it(minilm):
 def test_missing_folder_is_named():
     with pytest.raises(ValueError, match="--pretrained-tokenizer"):
         build("/nonexistent/folder")
+
+
+def test_registered_as_a_tokenizer_for_validation_bleu_detokenization(minilm):
+    """--eval-bleu-detok pretrained_tokenizer: fairseq builds --eval-bleu-detok through its tokenizer registry, and its
+    post_process cannot join WordPiece's ## pieces; the tokenizer decodes them as the checkpoint's tokenizer does."""
+    tok = encoders.build_tokenizer(argparse.Namespace(tokenizer="pretrained_tokenizer", pretrained_tokenizer=minilm))
+    assert tok.decode("what did the capital ##ism of rome [SEP] bring ?") == "what did the capitalism of rome bring?"
+    assert tok.decode(build(minilm).encode("Who won Super Bowl 50?")) == "who won super bowl 50?"

@@ -8,12 +8,18 @@ the checkpoint's tokenizer does::
     fairseq-generate BIN --user-dir fairseq_nar_plugins --path ckpt.pt \\
         --bpe pretrained_tokenizer --pretrained-tokenizer work/pretrained/minilm
 
+The same class is registered as the fairseq *tokenizer* ``pretrained_tokenizer`` too, for the validation BLEU of
+``--eval-bleu`` (fairseq's ``translation`` task and the plugin's NAR tasks detokenize with ``--eval-bleu-detok``, a
+tokenizer, not a BPE; its ``post_process`` does not know WordPiece's ``##``)::
+
+    --eval-bleu --eval-bleu-detok pretrained_tokenizer --eval-bleu-detok-args '{"pretrained_tokenizer": "PT"}'
+
 ``--pretrained-tokenizer`` takes the same folders as ``scripts/prepare_pretrained_text.py --checkpoint``: a folder
 written by ``scripts/convert_pretrained.py``, a Hugging Face folder, or a fairseq release folder.
 """
 from dataclasses import dataclass, field
 
-from fairseq.data.encoders import register_bpe
+from fairseq.data.encoders import register_bpe, register_tokenizer
 from fairseq.dataclass import FairseqDataclass
 
 
@@ -25,6 +31,7 @@ class PretrainedTokenizerBPEConfig(FairseqDataclass):
                           "scripts/convert_pretrained.py output, a Hugging Face folder or a fairseq release folder"})
 
 
+@register_tokenizer("pretrained_tokenizer", dataclass=PretrainedTokenizerBPEConfig)
 @register_bpe("pretrained_tokenizer", dataclass=PretrainedTokenizerBPEConfig)
 class PretrainedTokenizerBPE(object):
     """``encode``: raw text -> space-separated bridge symbols; ``decode``: bridge symbols -> detokenized text
