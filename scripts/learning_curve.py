@@ -173,7 +173,11 @@ def write_csv(rows, path):
         writer.writerows(rows)
 
 
-def plot(rows, labels, path, title=None):
+X_AXES = {"cpu_minutes": "CPU-minutes (wall time x threads)",
+          "num_updates": "updates (equal compute per update for same-shaped systems on the same batches)"}
+
+
+def plot(rows, labels, path, title=None, x="cpu_minutes", ylabel="validation BLEU"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,9 +187,9 @@ def plot(rows, labels, path, title=None):
     for label in labels:
         pts = [r for r in rows if r["system"] == label]
         if pts:
-            ax.plot([r["cpu_minutes"] for r in pts], [r["bleu"] for r in pts], marker="o", markersize=3, label=label)
-    ax.set_xlabel("CPU-minutes (wall time x threads)")
-    ax.set_ylabel("validation BLEU")
+            ax.plot([r[x] for r in pts], [r["bleu"] for r in pts], marker="o", markersize=3, label=label)
+    ax.set_xlabel(X_AXES[x])
+    ax.set_ylabel(ylabel)
     ax.set_title(title or "Validation BLEU during training")
     ax.grid(True, alpha=0.3)
     ax.legend()
@@ -205,6 +209,10 @@ def build_parser():
     p.add_argument("--csv", metavar="FILE", help="write the points here")
     p.add_argument("--png", metavar="FILE", help="write the plot here")
     p.add_argument("--title", help="plot title")
+    p.add_argument("--x", default="cpu_minutes", choices=sorted(X_AXES),
+                   help="the plot's x axis: cpu_minutes (default) or num_updates, for jobs that shared cores (their "
+                        "wall time overstates their CPU time) when the systems cost the same per update")
+    p.add_argument("--ylabel", default="validation BLEU", help="the plot's y-axis label")
     return p
 
 
@@ -232,7 +240,7 @@ def main(argv=None):
     if args.csv:
         write_csv(rows, args.csv)
     if args.png:
-        plot(rows, labels, args.png, args.title)
+        plot(rows, labels, args.png, args.title, args.x, args.ylabel)
     return 0
 
 

@@ -275,3 +275,21 @@ def test_learning_curve_explains_bad_input(tmp_path, capsys):
     assert "no system is labelled 'y'" in capsys.readouterr().err
     assert lc.main([f"x={no_bleu}"]) == 2
     assert "--csv FILE and/or --png FILE" in capsys.readouterr().err
+
+
+def test_learning_curve_plots_against_updates_on_request(tmp_path, monkeypatch):
+    """--x num_updates: jobs that shared a core have inflated wall times; same-shaped systems on the same batches cost
+    the same per update, so updates are their fair compute axis."""
+    import matplotlib.axes
+
+    lc = load_script("learning_curve")
+    nar = tmp_path / "nar" / "train.log"
+    nar.parent.mkdir()
+    nar.write_text(_NAR_LOG_RESUMED)
+    drawn = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, x, y, **kw: drawn.append((list(x), list(y))))
+    assert lc.main([str(nar), "--png", str(tmp_path / "u.png"), "--x", "num_updates", "--ylabel", "BLEU-4"]) == 0
+    assert drawn == [([100, 200, 300], [1.5, 6.5, 12.0])]
+    drawn.clear()
+    assert lc.main([str(nar), "--png", str(tmp_path / "m.png")]) == 0
+    assert drawn == [([0.5, round(62 / 60, 3), round(95 / 60, 3)], [1.5, 6.5, 12.0])]

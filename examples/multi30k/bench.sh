@@ -21,6 +21,7 @@
 # Usage: examples/multi30k/bench.sh DATA_DIR WORK_DIR MINUTES_PER_SYSTEM
 # BENCH_ARGS: more scripts/benchmark.py flags (e.g. "--throughput-batches 4 --no-profile").
 # TRAIN_ONLY=1 stops after step 2 (e.g. to train some SYSTEMS now and benchmark all of them later).
+# MAX_UPDATE=N also stops each training after N updates (equal compute for an A/B when jobs share a core).
 # Resumable: each finished step leaves a .done marker; an interrupted training resumes from its checkpoint_last.pt
 # and fairseq counts the time of earlier runs against the budget. To train a system longer, delete its .done marker
 # and rerun with a larger MINUTES.
@@ -107,7 +108,7 @@ train() {  # NAME: train one system (one thread), resumable; log in WORK/ckpt/NA
   # shellcheck disable=SC2046,SC2086
   OMP_NUM_THREADS=1 fairseq-train "$D" --user-dir "$USER_DIR" $(flags "$name") $EVAL --eval-bleu-args "$(eval_args "$name")" \
     --optimizer adam --adam-betas '(0.9,0.98)' --clip-norm 1.0 --lr-scheduler inverse_sqrt --warmup-init-lr 1e-07 \
-    --max-tokens 2048 --stop-time-hours "$(python -c "print($MINUTES / 60)")" --max-update 1000000 \
+    --max-tokens 2048 --stop-time-hours "$(python -c "print($MINUTES / 60)")" --max-update "${MAX_UPDATE:-1000000}" \
     --save-dir "$dir" --no-epoch-checkpoints --save-interval-updates "$EVAL_EVERY" --keep-interval-updates 1 \
     $DEVICE_FLAGS --num-workers 0 --data-buffer-size 0 --seed 1 --log-format simple --log-interval 100 \
     >> "$dir/train.log" 2>&1 || { echo "ERROR: $name failed; the end of $dir/train.log:" >&2; tail -n 20 "$dir/train.log" >&2; return 1; }

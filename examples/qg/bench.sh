@@ -13,11 +13,14 @@
 #        deer_minilm / deer_random         DEER (deer_small: one 6 x 384 stack), CTC + Levenshtein editor
 #        ar                                fairseq's transformer, 6+6 x 384 (the size of bnb_small), random weights
 #      The MiniLM systems train with LR_PRETRAINED (default 2e-4), the random ones with LR_RANDOM (default 5e-4); both
-#      with inverse-sqrt decay after 100 warm-up updates, MAX_TOKENS (default 2048) a batch.
+#      with inverse-sqrt decay after 100 warm-up updates, MAX_TOKENS (default 2048) a batch. NAME_samelr (e.g.
+#      bnb_lc_minilm_samelr): the MiniLM system with LR_RANDOM, for a comparison at one learning rate.
+#      MAX_UPDATE (default none) also stops each training at that many updates: with the same batches, same-shaped
+#      systems then get the same compute even when jobs share a core.
 #   3. scripts/benchmark.py --mode full on the test split: outputs, batch-1 latency and batch-64 throughput as ratios to
 #      AR greedy in the same run -> WORK/report; then the QG metrics of every system's test output (BLEU-4, METEOR,
 #      ROUGE-L: scripts/score.py --metrics qg,meteor) -> WORK/report/qg_scores.md, with five example questions each
-#   4. scripts/learning_curve.py: validation BLEU-4 against CPU-minutes -> WORK/report/curve.png
+#   4. scripts/learning_curve.py: validation BLEU-4 against updates (CURVE_X=cpu_minutes for time) -> WORK/report/curve.png
 # Usage: examples/qg/bench.sh DATA_DIR WORK_DIR MINUTES_PER_SYSTEM
 #   DATA_DIR  {dev,test}.{src,tgt} of the Du et al. split (../shared/data/squad-qg-du2017)
 # Settings: SYSTEMS, LANES (default: the cores), EVAL_EVERY (100), VALID_PAIRS (500), CHECKPOINT (default the MiniLM of
@@ -39,6 +42,7 @@ VALID_PAIRS=${VALID_PAIRS:-500}
 MAX_TOKENS=${MAX_TOKENS:-2048}
 LR_PRETRAINED=${LR_PRETRAINED:-2e-4}
 LR_RANDOM=${LR_RANDOM:-5e-4}
+MAX_UPDATE=${MAX_UPDATE:-1000000}
 CTC_RATIO=${CTC_RATIO:-1.5}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore}
@@ -77,24 +81,25 @@ VALID="--validate-interval-updates $EVAL_EVERY --best-checkpoint-metric bleu --m
 SIZE="--encoder-layers 6 --decoder-layers 6 --encoder-embed-dim 384 --decoder-embed-dim 384 \
   --encoder-ffn-embed-dim 1536 --decoder-ffn-embed-dim 1536 --encoder-attention-heads 12 --decoder-attention-heads 12"
 CTC="--task translation_lev_ctc --upsample-ratio $CTC_RATIO --ctc-blank-symbol [PAD] --criterion ctc"
-init() {  # INIT: the weights and learning rate of a *_minilm or *_random system
+init() {  # INIT: the weights and learning rate of a *_minilm, *_random or *_minilm_samelr system
   case $1 in
     minilm) echo "--pretrained-encoder $PT --lr $LR_PRETRAINED" ;;
+    samelr) echo "--pretrained-encoder $PT --lr $LR_RANDOM" ;;
     random) echo "--lr $LR_RANDOM" ;;
   esac
 }
 flags() {  # the training flags of system $1
   case $1 in
-    bnb_lc_minilm|bnb_lc_random) echo "--task translation_lev_bleu --noise full_mask --arch bnb_small --length-mode lc \
+    bnb_lc_minilm|bnb_lc_random|bnb_lc_minilm_samelr) echo "--task translation_lev_bleu --noise full_mask --arch bnb_small --length-mode lc \
       --share-all-embeddings --criterion nat_loss --length-loss-factor 0.1 $(init "${1##*_}")" ;;
-    bnb_ctc_minilm|bnb_ctc_random) echo "$CTC --noise full_mask --arch bnb_small --length-mode ctc \
+    bnb_ctc_minilm|bnb_ctc_random|bnb_ctc_minilm_samelr) echo "$CTC --noise full_mask --arch bnb_small --length-mode ctc \
       --share-all-embeddings $(init "${1##*_}")" ;;
-    deer_minilm|deer_random) echo "$CTC --noise random_delete --arch deer_small --glancing-ratio 0.5:0.2@300k \
+    deer_minilm|deer_random|deer_minilm_samelr) echo "$CTC --noise random_delete --arch deer_small --glancing-ratio 0.5:0.2@300k \
       --share-all-embeddings $(init "${1##*_}")" ;;
     ar) echo "--task translation --arch transformer $SIZE --share-all-embeddings \
       --criterion label_smoothed_cross_entropy --lr $LR_RANDOM" ;;
     *) echo "ERROR: unknown system '$1' in SYSTEMS (known: bnb_lc_minilm bnb_lc_random bnb_ctc_minilm bnb_ctc_random \
-deer_minilm deer_random ar)" >&2; return 1 ;;
+deer_minilm deer_random ar, and NAME_samelr for each NAME_minilm)" >&2; return 1 ;;
   esac
 }
 eval_args() {  # validation decoding: one pass; DEER with 2 editor steps; AR greedy
@@ -118,7 +123,7 @@ train() {  # NAME: train one system (one thread), resumable; log in WORK/ckpt/NA
     --label-smoothing 0.1 --dropout 0.1 --attention-dropout 0.1 \
     --optimizer adam --adam-betas '(0.9,0.98)' --clip-norm 1.0 --lr-scheduler inverse_sqrt --warmup-updates 100 \
     --warmup-init-lr 1e-07 --max-tokens "$MAX_TOKENS" --stop-time-hours "$(python -c "print($MINUTES / 60)")" \
-    --max-update 1000000 --save-dir "$dir" --no-epoch-checkpoints --save-interval-updates "$EVAL_EVERY" \
+    --max-update "$MAX_UPDATE" --save-dir "$dir" --no-epoch-checkpoints --save-interval-updates "$EVAL_EVERY" \
     --keep-interval-updates 1 --skip-invalid-size-inputs-valid-test $DEVICE_FLAGS --num-workers 0 \
     --data-buffer-size 0 --seed 1 --log-format simple --log-interval 50 \
     >> "$dir/train.log" 2>&1 || { echo "ERROR: $name failed; the end of $dir/train.log:" >&2; tail -n 20 "$dir/train.log" >&2; return 1; }
@@ -142,13 +147,14 @@ echo "== 3/4 benchmark on the test split (AR greedy is the baseline) and the QG 
 CKPTS=(); MARGS=()
 for s in $SYSTEMS; do
   c=$WORK/ckpt/$s/checkpoint_best.pt
+  init=${s#*_minilm}; init=$([ "$init" = "$s" ] && echo random || echo "minilm${init//_/-}")  # label
   case $s in  # the benchmark's model names (evaluation/registry.py), labelled by initialisation
     ar) CKPTS+=(--checkpoint "transformer=$c"); MARGS+=(--model-args "transformer=--max-len-a 0 --max-len-b 40") ;;
-    bnb_lc_*) CKPTS+=(--checkpoint "bnb_lc@${s##*_}=$c") ;;
-    bnb_ctc_*) CKPTS+=(--checkpoint "bnb@${s##*_}=$c")
-               MARGS+=(--model-args "bnb@${s##*_}=--upsample-ratio $CTC_RATIO --ctc-blank-symbol [PAD]") ;;
-    deer_*) CKPTS+=(--checkpoint "deer@${s##*_}=$c")
-            MARGS+=(--model-args "deer@${s##*_}=--upsample-ratio $CTC_RATIO --ctc-blank-symbol [PAD]") ;;
+    bnb_lc_*) CKPTS+=(--checkpoint "bnb_lc@$init=$c") ;;
+    bnb_ctc_*) CKPTS+=(--checkpoint "bnb@$init=$c")
+               MARGS+=(--model-args "bnb@$init=--upsample-ratio $CTC_RATIO --ctc-blank-symbol [PAD]") ;;
+    deer_*) CKPTS+=(--checkpoint "deer@$init=$c")
+            MARGS+=(--model-args "deer@$init=--upsample-ratio $CTC_RATIO --ctc-blank-symbol [PAD]") ;;
   esac
 done
 OMP_NUM_THREADS=${BENCH_THREADS:-1} python "$ROOT/scripts/benchmark.py" --mode full --out-dir "$WORK/report" \
@@ -158,8 +164,11 @@ OMP_NUM_THREADS=${BENCH_THREADS:-1} python "$ROOT/scripts/benchmark.py" --mode f
 python "$HERE/qg_scores.py" --report-dir "$WORK/report" --source "$TEXT/test.src" --reference "$TEXT/test.tgt" \
   --out "$WORK/report/qg_scores.md"
 
-echo "== 4/4 learning curves (validation BLEU-4 against CPU-minutes)"
+echo "== 4/4 learning curves (validation BLEU-4 against updates; curve.csv also has CPU-minutes)"
+# against updates: every system sees the same batches and the NAR twins cost the same per update, whereas wall time
+# (CPU-minutes) is inflated whenever jobs shared a core (MAX_UPDATE runs)
 CURVES=(); for s in $SYSTEMS; do CURVES+=("$s=$WORK/ckpt/$s/train.log"); done
 python "$ROOT/scripts/learning_curve.py" "${CURVES[@]}" --threads 1 --csv "$WORK/report/curve.csv" \
-  --png "$WORK/report/curve.png"
+  --png "$WORK/report/curve.png" --x "${CURVE_X:-num_updates}" --ylabel "validation BLEU-4 (sacreBLEU)" \
+  --title "SQuAD-QG: MiniLM-initialised against random weights"
 echo "== done in $(( $(date +%s) - T0 )) s; report in $WORK/report (qg_scores.md, report.md, curve.png)"
