@@ -194,6 +194,20 @@ def test_labelled_checkpoints_and_per_system_flags():
         _parse_named(["bnb@lc=a.pt", "bnb@lc=b.pt"], "--checkpoint")
 
 
+def test_decodings_flag_keeps_the_named_decodings_only():
+    from fairseq_nar_plugins.evaluation import registry
+    from fairseq_nar_plugins.evaluation.benchmark import select_decodings
+
+    ar = registry.MODELS["transformer"]
+    assert [d.label for d in ar.decodings] == ["greedy", "beam 4"]
+    assert select_decodings(ar, None, "transformer") is ar
+    assert [d.label for d in select_decodings(ar, "greedy", "transformer").decodings] == ["greedy"]
+    assert [d.label for d in select_decodings(ar, "beam 4; greedy", "transformer").decodings] == ["beam 4", "greedy"]
+    assert ar.decodings[1].label == "beam 4"  # the registry's spec is not changed
+    with pytest.raises(SystemExit, match=r"transformer has the decodings \['greedy', 'beam 4'\]"):
+        select_decodings(ar, "beam 5", "transformer")
+
+
 def test_bnb_lc_forced_lengths_replace_the_classifier_answer():
     """Quick mode on BnB with length classification: the classifier still runs, its answer is replaced."""
     import torch

