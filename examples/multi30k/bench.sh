@@ -10,7 +10,8 @@
 #        deer                 ours: one 6 x 256 stack (= the 3+3 of the others), CTC + Levenshtein editor, block pruning
 #        bnb_warm / deer_warm / elmer_warm   the same as bnb / deer / elmer, warm-started from the teacher (--init-from-checkpoint: its layers
 #                             and embeddings; DEER's stack takes its encoder layers, then its decoder layers)
-#        bnb_warm_frames      bnb_warm with the DEER authors' CTC normalisation (--ctc-normalization frames), for the A/B
+#        bnb_warm_frames      bnb_warm with --ctc-normalization frames written out (the D3 A/B of 2026-12-02; frames is now
+#                             the default, so bnb_warm trained since then is the same; bnb_warm_target_length: the other)
 #        elmer                ours: early-exit NAR decoder over a [MASK] canvas (soft exit; LPLM loss), 3+3 x 256
 #        cmlm_transformer, nonautoregressive_transformer   fairseq's peers (mask-predict; vanilla NAT)
 #   3. scripts/benchmark.py --mode full on test_2016_flickr (timed) and test_2017_flickr (scored): sacreBLEU with its
@@ -69,6 +70,7 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
       --share-all-embeddings --criterion ctc --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
     bnb_warm) echo "$(flags bnb) $WARM" ;;
     bnb_warm_frames) echo "$(flags bnb_warm) --ctc-normalization frames" ;;  # the D3 A/B: the DEER authors' CTC form
+    bnb_warm_target_length) echo "$(flags bnb_warm) --ctc-normalization target_length" ;;  # its other arm
     bnb_lc) echo "--task translation_lev_bleu --noise full_mask --arch bnb_tiny --length-mode lc $STACK \
       --share-all-embeddings --criterion nat_loss --label-smoothing 0.1 --length-loss-factor 0.1 \
       --lr 0.001 --warmup-updates 200" ;;
@@ -88,7 +90,7 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
       --dropout 0.1 --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
     elmer_warm) echo "$(flags elmer) $WARM" ;;
     *) echo "ERROR: unknown system '$1' in SYSTEMS (known: nat_ctc_transformer nat_ctc_warm bnb bnb_warm bnb_warm_frames \
-bnb_lc deer deer_warm elmer elmer_warm cmlm_transformer nonautoregressive_transformer)" >&2; return 1 ;;
+bnb_warm_target_length bnb_lc deer deer_warm elmer elmer_warm cmlm_transformer nonautoregressive_transformer)" >&2; return 1 ;;
   esac
 }
 eval_args() {  # validation decoding: one pass, except the iterative systems' headline settings
@@ -136,6 +138,7 @@ for s in $SYSTEMS; do
     nat_ctc_warm) CKPTS+=(--checkpoint "nat_ctc_transformer@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     bnb_warm) CKPTS+=(--checkpoint "bnb@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     bnb_warm_frames) CKPTS+=(--checkpoint "bnb@warm-start-frames=$WORK/ckpt/$s/checkpoint_best.pt") ;;
+    bnb_warm_target_length) CKPTS+=(--checkpoint "bnb@warm-start-target-length=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     deer_warm) CKPTS+=(--checkpoint "deer@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     elmer) CKPTS+=(--checkpoint "elmer=$WORK/ckpt/$s/checkpoint_best.pt" \
                    --checkpoint "elmer_hard=$WORK/ckpt/$s/checkpoint_best.pt") ;;
