@@ -52,11 +52,14 @@ def test_deleted_checkpoint_last_resumes_from_the_newest_other_checkpoint(toy_ct
     save_dir = tmp_path / "deleted"
     shutil.copytree(toy_ctc_checkpoint[0], save_dir)
     os.remove(save_dir / "checkpoint_last.pt")
+    assert sorted(p.name for p in save_dir.glob("*.pt")) == ["checkpoint_best.pt"]  # the only other checkpoint
+    # the update of the best validation loss (not necessarily the last one)
+    best = torch.load(save_dir / "checkpoint_best.pt", weights_only=True)["optimizer_history"][-1]["num_updates"]
     proc = run_cli("fairseq_cli.train", ctc_train_args(toy_data_bin, str(save_dir), 402))
     out = proc.stdout + proc.stderr
-    assert re.search(r"WARNING.*checkpoint_last\.pt does not exist; resuming from \S*checkpoint_best\.pt \(400 "
+    assert re.search(rf"WARNING.*checkpoint_last\.pt does not exist; resuming from \S*checkpoint_best\.pt \({best} "
                      r"updates\).*to start from scratch instead, use an empty --save-dir", out), out[-3000:]
-    assert re.search(r"Loaded checkpoint \S*checkpoint_best\.pt \(epoch \d+ @ 400 updates\)", out)
+    assert re.search(rf"Loaded checkpoint \S*checkpoint_best\.pt \(epoch \d+ @ {best} updates\)", out)
     assert torch.load(save_dir / "checkpoint_last.pt", weights_only=True)["optimizer_history"][-1]["num_updates"] == 402
 
 

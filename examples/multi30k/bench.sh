@@ -33,6 +33,8 @@ MINUTES=${3:-60}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 USER_DIR=$ROOT/fairseq_nar_plugins
+# shellcheck source=../common/lanes.sh
+source "$ROOT/examples/common/lanes.sh"
 SYSTEMS=${SYSTEMS:-"nat_ctc_transformer nat_ctc_warm deer deer_warm bnb bnb_warm bnb_lc elmer elmer_warm \
 cmlm_transformer nonautoregressive_transformer"}
 LANES=${LANES:-$(nproc)}
@@ -114,20 +116,11 @@ train() {  # NAME: train one system (one thread), resumable; log in WORK/ckpt/NA
     --save-dir "$dir" --no-epoch-checkpoints --save-interval-updates "$EVAL_EVERY" --keep-interval-updates 1 \
     $DEVICE_FLAGS --num-workers 0 --data-buffer-size 0 --seed 1 --log-format simple --log-interval 100 \
     >> "$dir/train.log" 2>&1 || { echo "ERROR: $name failed; the end of $dir/train.log:" >&2; tail -n 20 "$dir/train.log" >&2; return 1; }
-  [ -f "$dir/checkpoint_best.pt" ] || { echo "ERROR: $name wrote no checkpoint_best.pt (see $dir/train.log)" >&2; return 1; }
-  grep "valid on" "$dir/train.log" | tail -n 1
-  touch "$dir/.done"
+  finish_training "$name" "$dir"
 }
 
 echo "== 2/5 NAR systems on the distilled data: $SYSTEMS ($MINUTES min each, $LANES at a time)"
-read -r -a ALL <<< "$SYSTEMS"
-pids=()
-for ((lane = 0; lane < LANES; lane++)); do
-  ( for ((i = lane; i < ${#ALL[@]}; i += LANES)); do train "${ALL[$i]}"; done ) &
-  pids+=($!)
-done
-fail=0; for p in "${pids[@]}"; do wait "$p" || fail=1; done
-[ $fail = 0 ] || { echo "ERROR: a training lane failed (see above)" >&2; exit 1; }
+run_lanes train "$SYSTEMS" "$LANES" || exit 1
 if [ "${TRAIN_ONLY:-0}" = 1 ]; then echo "== TRAIN_ONLY=1: stopping after training"; exit 0; fi
 
 echo "== 3/5 benchmark (full mode, test_2016_flickr timed, test_2017_flickr scored)"
