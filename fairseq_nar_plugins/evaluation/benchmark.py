@@ -4,9 +4,9 @@ baseline of the same size, on one machine, in one run. See ``--help`` and the mo
 FLOPs, matmul peak), :mod:`.profiling` (where batch-1 time goes), :mod:`.report` (table, CSV, plot).
 """
 import argparse
+import dataclasses
 import datetime
 import json
-import dataclasses
 import logging
 import os
 import statistics
