@@ -10,6 +10,8 @@
 #        deer                 ours: one 6 x 256 stack (= the 3+3 of the others), CTC + Levenshtein editor, block pruning
 #        bnb_warm / deer_warm / elmer_warm   the same as bnb / deer / elmer, warm-started from the teacher (--init-from-checkpoint: its layers
 #                             and embeddings; DEER's stack takes its encoder layers, then its decoder layers)
+#        bnb_lc_warm[_offset|_encoder|_encoder_offset]   bnb_lc warm-started, length classes absolute or relative to the
+#                             source, pooled over z (the paper) or the encoder states: the review's B3 comparison
 #        bnb_warm_frames      bnb_warm with --ctc-normalization frames written out (the D3 A/B of 2026-12-02; frames is now
 #                             the default, so bnb_warm trained since then is the same; bnb_warm_target_length: the other)
 #        elmer                ours: early-exit NAR decoder over a [MASK] canvas (soft exit; LPLM loss), 3+3 x 256
@@ -76,6 +78,10 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
     bnb_lc) echo "--task translation_lev_bleu --noise full_mask --arch bnb_tiny --length-mode lc $STACK \
       --share-all-embeddings --criterion nat_loss --label-smoothing 0.1 --length-loss-factor 0.1 \
       --lr 0.001 --warmup-updates 200" ;;
+    bnb_lc_warm) echo "$(flags bnb_lc) $WARM" ;;  # review B3: how BnB-LC predicts lengths (scripts/length_accuracy.py)
+    bnb_lc_warm_offset) echo "$(flags bnb_lc_warm) --pred-length-offset" ;;  # classes = target - source length
+    bnb_lc_warm_encoder) echo "$(flags bnb_lc_warm) --length-pooling encoder" ;;  # pooled encoder states, not z
+    bnb_lc_warm_encoder_offset) echo "$(flags bnb_lc_warm_encoder) --pred-length-offset" ;;
     deer) echo "--task translation_lev_ctc --noise random_delete --arch deer_tiny --encoder-layers 6 \
       --encoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --share-all-embeddings \
       --prune --prune-sizes 1.0,0.75,0.5,0.25 --criterion ctc --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
@@ -92,7 +98,8 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
       --dropout 0.1 --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
     elmer_warm) echo "$(flags elmer) $WARM" ;;
     *) echo "ERROR: unknown system '$1' in SYSTEMS (known: nat_ctc_transformer nat_ctc_warm bnb bnb_warm bnb_warm_frames \
-bnb_warm_target_length bnb_lc deer deer_warm elmer elmer_warm cmlm_transformer nonautoregressive_transformer)" >&2; return 1 ;;
+bnb_warm_target_length bnb_lc bnb_lc_warm bnb_lc_warm_offset bnb_lc_warm_encoder bnb_lc_warm_encoder_offset deer \
+deer_warm elmer elmer_warm cmlm_transformer nonautoregressive_transformer)" >&2; return 1 ;;
   esac
 }
 eval_args() {  # validation decoding: one pass, except the iterative systems' headline settings
@@ -130,6 +137,7 @@ for s in $SYSTEMS; do
     bnb_warm) CKPTS+=(--checkpoint "bnb@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     bnb_warm_frames) CKPTS+=(--checkpoint "bnb@warm-start-frames=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     bnb_warm_target_length) CKPTS+=(--checkpoint "bnb@warm-start-target-length=$WORK/ckpt/$s/checkpoint_best.pt") ;;
+    bnb_lc_warm*) CKPTS+=(--checkpoint "bnb_lc@${s#bnb_lc_}=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     deer_warm) CKPTS+=(--checkpoint "deer@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     elmer) CKPTS+=(--checkpoint "elmer=$WORK/ckpt/$s/checkpoint_best.pt" \
                    --checkpoint "elmer_hard=$WORK/ckpt/$s/checkpoint_best.pt") ;;
