@@ -266,3 +266,32 @@ def test_fairseq_train_resumes_to_the_same_losses(corpus_bin, tmp_path):
     assert sorted(a) == list(range(1, 15)) and sorted(b) == list(range(7, 15))
     assert "epoch 002" in straight.stdout + straight.stderr  # the run crossed an epoch boundary
     assert all(a[u] == b[u] for u in range(7, 15)), (a, b)
+
+
+def test_pretraining_recipe_prepare_only_binarizes_without_training(shared_data_dir, tmp_path):
+    """examples/pretraining/run.sh with PREPARE_ONLY=1 (used by examples/mlae/demo.sh to binarize a fine-tuning set
+    with the pretraining's dictionary before the pretraining runs) stops after the data steps: sentencepiece and the
+    binarized splits exist, no fairseq-train ran; run again without it, it reuses them (nothing rebuilt)."""
+    import subprocess
+    import sys
+
+    from helpers_cli import ROOT
+
+    write_corpus(os.path.join(shared_data_dir, "multi30k-en-de", "train.en"), str(tmp_path / "raw"), 300, 40)
+    env = dict(os.environ, PREPARE_ONLY="1", VOCAB_SIZE="300", PYTHON=sys.executable, OMP_NUM_THREADS="1",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    work = tmp_path / "work"
+    proc = subprocess.run(["bash", os.path.join(ROOT, "examples", "pretraining", "run.sh"), str(tmp_path / "raw"),
+                           str(work), "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PREPARE_ONLY=1" in proc.stdout and "fairseq-train" not in proc.stdout
+    for path in ("text/spm.model", "bin/dict.txt", "bin/train.bin", "bin/valid.bin"):
+        assert (work / path).stat().st_size > 0, path
+    assert not (work / "ckpt").exists()
+    dictionary = Dictionary.load(str(work / "bin" / "dict.txt"))
+    assert 100 < len(dictionary) <= 300 + 4
+    stamp = (work / "bin" / "train.bin").stat().st_mtime_ns
+    proc = subprocess.run(["bash", os.path.join(ROOT, "examples", "pretraining", "run.sh"), str(tmp_path / "raw"),
+                           str(work), "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and "reusing" in proc.stdout, proc.stdout + proc.stderr
+    assert (work / "bin" / "train.bin").stat().st_mtime_ns == stamp

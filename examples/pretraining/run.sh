@@ -22,6 +22,8 @@
 #   LOSS_POSITIONS  'corrupted' (default: loss on the corrupted positions only) or 'all'.
 #   TOKENS_PER_SAMPLE  block length, default 512 (the papers' value).
 #   PYTHON          the interpreter of the environment fairseq is installed in (default: python on PATH).
+#   PREPARE_ONLY    1: stop after steps 1-3 (text, sentencepiece, binarized data), e.g. to binarize fine-tuning
+#                   data with the pretraining's dictionary before (or while) the pretraining runs.
 #   VOCAB_SIZE      sentencepiece vocabulary, default 8000. To pretrain an imported BERT-family checkpoint, binarize
 #                   with that checkpoint's own vocabulary instead (and pass --mask-symbol '[MASK]' for BERT).
 set -euo pipefail
@@ -101,6 +103,7 @@ if [ ! -f "$WORK/bin/.done" ]; then
   touch "$WORK/bin/.done"
 else echo "reusing $WORK/bin"; fi
 
+if [ "${PREPARE_ONLY:-0}" = 1 ]; then echo "== PREPARE_ONLY=1: text, sentencepiece and $WORK/bin ready"; exit 0; fi
 echo "== 4/4 fairseq-train $ARCH for at most $MINUTES minutes ($WORK/ckpt)"
 STOP_HOURS=$("$PYTHON" -c "print($MINUTES / 60)")
 DEVICE=$("$PYTHON" -c "import torch; print('' if torch.cuda.is_available() else '--cpu')")
