@@ -19,6 +19,8 @@
 #   decoder inputs decays from 60 % to 0 by then), PRETRAIN_FLAGS (extra fairseq-train flags of the pretraining) and
 #   those of examples/mlae/finetune.sh (LR, WARMUP, MAX_TOKENS, BEAM, ...). Everything resumes: rerunning reuses
 #   finished steps and continues a training from its checkpoint_last.pt (fairseq counts the earlier runs' time).
+# Fine-tuning: the AR teacher's schedule (LR 1e-3 after WARMUP 300 updates, inverse square root; with 7e-4 after 100
+#   a fairseq transformer of this size reached only 5.85 bits on validation at update 271), 2,048 tokens a batch.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -29,7 +31,7 @@ FINETUNE_MINUTES=${4:-75}
 for l in en de; do
   [ -s "$DATA/train.$l" ] || { echo "ERROR: $DATA/train.$l not found (DATA_DIR, first argument)" >&2; exit 1; }
 done
-export MAX_UPDATE=${MAX_UPDATE:-1000} LR=${LR:-0.0007} WARMUP=${WARMUP:-100} MAX_TOKENS=${MAX_TOKENS:-2048} MODE=ar
+export MAX_UPDATE=${MAX_UPDATE:-1000} LR=${LR:-0.001} WARMUP=${WARMUP:-300} MAX_TOKENS=${MAX_TOKENS:-2048} MODE=ar
 MASK_PROB=${MASK_PROB:-0.4}
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$WORK/mono"

@@ -7,6 +7,8 @@
 #        nat_ctc_transformer  ours: CTC NAT, 3+3 x 256
 #        nat_ctc_warm         the same, post-LN like the teacher and warm-started from its weights (--init-from-checkpoint)
 #        bnb / bnb_lc         ours: BERT-NAR-BERT (random init, the 8k joint vocabulary), CTC / length classification
+#                             (bnb_lc: classes relative to the source length, pooled encoder states; bnb_lc_paper:
+#                             the paper's absolute classes from the pooled latent z)
 #        deer                 ours: one 6 x 256 stack (= the 3+3 of the others), CTC + Levenshtein editor, block pruning
 #        bnb_warm / deer_warm / elmer_warm   the same as bnb / deer / elmer, warm-started from the teacher (--init-from-checkpoint: its layers
 #                             and embeddings; DEER's stack takes its encoder layers, then its decoder layers)
@@ -75,10 +77,12 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
     bnb_warm) echo "$(flags bnb) $WARM" ;;
     bnb_warm_frames) echo "$(flags bnb_warm) --ctc-normalization frames" ;;  # the D3 A/B: the DEER authors' CTC form
     bnb_warm_target_length) echo "$(flags bnb_warm) --ctc-normalization target_length" ;;  # its other arm
-    bnb_lc) echo "--task translation_lev_bleu --noise full_mask --arch bnb_tiny --length-mode lc $STACK \
+    bnb_lc_paper) echo "--task translation_lev_bleu --noise full_mask --arch bnb_tiny --length-mode lc $STACK \
       --share-all-embeddings --criterion nat_loss --label-smoothing 0.1 --length-loss-factor 0.1 \
-      --lr 0.001 --warmup-updates 200" ;;
-    bnb_lc_warm) echo "$(flags bnb_lc) $WARM" ;;  # review B3: how BnB-LC predicts lengths (scripts/length_accuracy.py)
+      --lr 0.001 --warmup-updates 200" ;;  # the paper's p(l|z): absolute length classes from the pooled latent
+    # bnb_lc: the length classifier that predicted lengths best in the B3 comparison (docs/bnb.md, 2026-12-02)
+    bnb_lc) echo "$(flags bnb_lc_paper) --length-pooling encoder --pred-length-offset" ;;
+    bnb_lc_warm) echo "$(flags bnb_lc_paper) $WARM" ;;  # review B3 (scripts/length_accuracy.py); the paper's form
     bnb_lc_warm_offset) echo "$(flags bnb_lc_warm) --pred-length-offset" ;;  # classes = target - source length
     bnb_lc_warm_encoder) echo "$(flags bnb_lc_warm) --length-pooling encoder" ;;  # pooled encoder states, not z
     bnb_lc_warm_encoder_offset) echo "$(flags bnb_lc_warm_encoder) --pred-length-offset" ;;
@@ -98,8 +102,8 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
       --dropout 0.1 --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
     elmer_warm) echo "$(flags elmer) $WARM" ;;
     *) echo "ERROR: unknown system '$1' in SYSTEMS (known: nat_ctc_transformer nat_ctc_warm bnb bnb_warm bnb_warm_frames \
-bnb_warm_target_length bnb_lc bnb_lc_warm bnb_lc_warm_offset bnb_lc_warm_encoder bnb_lc_warm_encoder_offset deer \
-deer_warm elmer elmer_warm cmlm_transformer nonautoregressive_transformer)" >&2; return 1 ;;
+bnb_warm_target_length bnb_lc bnb_lc_paper bnb_lc_warm bnb_lc_warm_offset bnb_lc_warm_encoder \
+bnb_lc_warm_encoder_offset deer deer_warm elmer elmer_warm cmlm_transformer nonautoregressive_transformer)" >&2; return 1 ;;
   esac
 }
 eval_args() {  # validation decoding: one pass, except the iterative systems' headline settings
@@ -137,6 +141,7 @@ for s in $SYSTEMS; do
     bnb_warm) CKPTS+=(--checkpoint "bnb@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     bnb_warm_frames) CKPTS+=(--checkpoint "bnb@warm-start-frames=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     bnb_warm_target_length) CKPTS+=(--checkpoint "bnb@warm-start-target-length=$WORK/ckpt/$s/checkpoint_best.pt") ;;
+    bnb_lc_paper) CKPTS+=(--checkpoint "bnb_lc@paper=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     bnb_lc_warm*) CKPTS+=(--checkpoint "bnb_lc@${s#bnb_lc_}=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     deer_warm) CKPTS+=(--checkpoint "deer@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
     elmer) CKPTS+=(--checkpoint "elmer=$WORK/ckpt/$s/checkpoint_best.pt" \
