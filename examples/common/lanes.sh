@@ -1,4 +1,5 @@
-# Shared by the bench scripts (examples/multi30k/bench.sh, examples/qg/bench.sh): source it, do not run it.
+# Shared by the bench scripts (examples/multi30k/bench.sh, examples/qg/bench.sh) and examples/mlae/demo.sh: source it,
+# do not run it.
 
 # run_lanes FUNCTION "SYSTEMS" LANES: call FUNCTION NAME for every name of SYSTEMS, LANES jobs at a time (lane k takes
 # names k, k + LANES, ...); fails when any call failed, after every lane has finished.

@@ -25,6 +25,8 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
+# shellcheck source=../common/lanes.sh
+source "$ROOT/examples/common/lanes.sh"
 DATA=${1:-$ROOT/../shared/data/multi30k-en-de}
 WORK=${2:-$ROOT/work/mlae-demo}
 PRETRAIN_MINUTES=${3:-60}
@@ -48,21 +50,24 @@ finetune() {  # INIT: fine-tune on Multi30k en->de from the pretraining (mlae) o
     > "$WORK/ft-$1.log" 2>&1 || { echo "ERROR: fine-tuning from $1 failed; the end of $WORK/ft-$1.log:" >&2
                                   tail -n 20 "$WORK/ft-$1.log" >&2; return 1; }
 }
+lane() {  # INIT: mlae = pretrain, then fine-tune from the pretraining; random = fine-tune from random weights
+  if [ "$1" = mlae ]; then
+    # shellcheck disable=SC2086
+    ARCH=mlae_small CROSS=1 TOKENS_PER_SAMPLE=128 bash "$HERE/pretrain.sh" "$WORK/mono" "$WORK/pretrain" \
+      "$PRETRAIN_MINUTES" --lr 0.0005 --warmup-updates 300 --max-tokens 2048 --span-mask-prob "$MASK_PROB" \
+      ${PRETRAIN_FLAGS:-} > "$WORK/pretrain.log" 2>&1 || {
+        echo "ERROR: pretraining failed; the end of $WORK/pretrain.log:" >&2; tail -n 20 "$WORK/pretrain.log" >&2
+        return 1; }
+  fi
+  finetune "$1"
+}
 echo "== 2/3 lane 1: pretraining mlae_small for $PRETRAIN_MINUTES minutes, then fine-tuning from it; lane 2:" \
      "fine-tuning from random weights ($FINETUNE_MINUTES minutes / $MAX_UPDATE updates each; logs in $WORK)"
+export VALID_LINES=500  # the last 500 lines of the text validate the pretraining
 # the sentencepiece model and dictionary of the pretraining come first: the random-weight model uses them too
-PREPARE_ONLY=1 VALID_LINES=500 bash "$HERE/pretrain.sh" "$WORK/mono" "$WORK/pretrain" > "$WORK/pretrain-data.log" 2>&1 \
+PREPARE_ONLY=1 bash "$HERE/pretrain.sh" "$WORK/mono" "$WORK/pretrain" > "$WORK/pretrain-data.log" 2>&1 \
   || { tail -n 20 "$WORK/pretrain-data.log" >&2; exit 1; }
-# shellcheck disable=SC2086
-( ARCH=mlae_small CROSS=1 TOKENS_PER_SAMPLE=128 VALID_LINES=500 bash "$HERE/pretrain.sh" "$WORK/mono" \
-    "$WORK/pretrain" "$PRETRAIN_MINUTES" --lr 0.0005 --warmup-updates 300 --max-tokens 2048 \
-    --span-mask-prob "$MASK_PROB" ${PRETRAIN_FLAGS:-} \
-    > "$WORK/pretrain.log" 2>&1 || { echo "ERROR: pretraining failed; the end of $WORK/pretrain.log:" >&2
-                                     tail -n 20 "$WORK/pretrain.log" >&2; exit 1; }
-  finetune mlae ) & LANE1=$!
-( finetune random ) & LANE2=$!
-STATUS=0; wait $LANE1 || STATUS=1; wait $LANE2 || STATUS=1
-[ $STATUS = 0 ] || exit 1
+run_lanes lane "mlae random" 2 || exit 1
 
 echo "== 3/3 results (test_2016_flickr, $(( ($(date +%s) - T0) / 60 )) minutes in all)"
 grep -E '\| valid \|' "$WORK/pretrain.log" | tail -n 1 | sed 's/.*valid on/pretraining: held-out/'
