@@ -4,13 +4,15 @@ special symbols are not at 0..3, and fairseq-train resuming mid-run to exactly t
 import dataclasses
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
 from fairseq import options, tasks
 from fairseq.data import Dictionary, indexed_dataset
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-from helpers_cli import USER_DIR, run_cli
+from helpers_cli import ROOT, USER_DIR, run_cli
 
 from fairseq_nar_plugins.tasks.masked_autoencoder_pretrain import (
     MaskedAutoencoderPretrainConfig,
@@ -272,11 +274,6 @@ def test_pretraining_recipe_prepare_only_binarizes_without_training(shared_data_
     """examples/pretraining/run.sh with PREPARE_ONLY=1 (used by examples/mlae/demo.sh to binarize a fine-tuning set
     with the pretraining's dictionary before the pretraining runs) stops after the data steps: sentencepiece and the
     binarized splits exist, no fairseq-train ran; run again without it, it reuses them (nothing rebuilt)."""
-    import subprocess
-    import sys
-
-    from helpers_cli import ROOT
-
     write_corpus(os.path.join(shared_data_dir, "multi30k-en-de", "train.en"), str(tmp_path / "raw"), 300, 40)
     env = dict(os.environ, PREPARE_ONLY="1", VOCAB_SIZE="300", PYTHON=sys.executable, OMP_NUM_THREADS="1",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
