@@ -23,12 +23,13 @@
 #               masking decays from MASK_SCHEDULE's first ratio to 0 at this update, so set it to what MINUTES allows
 #   MASK_SCHEDULE (default 0.6:0, the paper's; 0 switches it off), MASK_SCHEDULE_KIND (linear; constant)
 #   LR (1e-4), WARMUP (500 for ar/unilm, 10000 for nar: Table 11), MAX_TOKENS (4096), LABEL_SMOOTHING (0.1),
+#   ADAM_BETAS ('(0.9, 0.999)', BERT's), WEIGHT_DECAY (0.01, BERT's), DROPOUT (0.1),
 #   BEAM (6), LENPEN (1.0), ITERS (nar: '0 9', i.e. 1 and 10 mask-predict passes), LENGTH_BEAM (nar, 1),
 #   MAX_SOURCE (source tokens kept at generation, default 510: the paper truncates inputs to 512 with <s>, </s>),
 #   METRICS (scripts/score.py metrics, default sacrebleu), DEVICE_FLAGS (default --cpu; '' on a GPU), PYTHON
 # Run inside the project's environment (source .venv/bin/activate).
 set -euo pipefail
-if [ $# -ne 6 ]; then sed -n '2,31p' "$0"; exit 2; fi
+if [ $# -ne 6 ]; then sed -n '2,30p' "$0"; exit 2; fi
 NAME=$1; SRC=$2; TGT=$3; TEXT=$4; WORK=$5; MINUTES=$6
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -50,6 +51,9 @@ MASK_SCHEDULE_KIND=${MASK_SCHEDULE_KIND:-linear}
 LR=${LR:-1e-4}
 MAX_TOKENS=${MAX_TOKENS:-4096}
 LABEL_SMOOTHING=${LABEL_SMOOTHING:-0.1}
+ADAM_BETAS=${ADAM_BETAS:-(0.9, 0.999)}
+WEIGHT_DECAY=${WEIGHT_DECAY:-0.01}
+DROPOUT=${DROPOUT:-0.1}
 BEAM=${BEAM:-6}
 LENPEN=${LENPEN:-1.0}
 ITERS=${ITERS:-0 9}
@@ -117,8 +121,8 @@ fi
 SOURCE_FLAGS=(--truncate-source --max-source-positions "$((MAX_SOURCE + 1))")
 fairseq-train "$BIN" --user-dir "$USER_DIR" --source-lang "$SRC" --target-lang "$TGT" "${TASK[@]}" \
   "${SOURCE_FLAGS[@]}" --arch "$ARCH" "${INIT_FLAGS[@]}" "${MODEL_FLAGS[@]}" --label-smoothing "$LABEL_SMOOTHING" \
-  --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.01 \
-  --optimizer adam --adam-betas '(0.9, 0.999)' --clip-norm 1.0 \
+  --dropout "$DROPOUT" --attention-dropout 0.1 --weight-decay "$WEIGHT_DECAY" \
+  --optimizer adam --adam-betas "$ADAM_BETAS" --clip-norm 1.0 \
   --lr "$LR" --lr-scheduler inverse_sqrt --warmup-updates "$WARMUP" --warmup-init-lr 1e-07 \
   --max-tokens "$MAX_TOKENS" --max-update "$MAX_UPDATE" --stop-time-hours "$("$PYTHON" -c "print($MINUTES / 60)")" \
   --save-dir "$CKPTS" --no-epoch-checkpoints --save-interval-updates 1000 --keep-interval-updates 1 \

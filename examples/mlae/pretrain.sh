@@ -9,7 +9,8 @@
 #             every fine-tuning set is binarized with) and ckpt/checkpoint_last.pt (for --init-from-mlae)
 #   MINUTES   training budget (default 60)
 # Settings (environment variables):
-#   ARCH        mlae_small (default; 6+2 layers, 256 dims, the CPU size), mlae_12_4 (the paper's), mlae_8_8, mlae_9_4
+#   ARCH        mlae_small (default; 6+2 layers, 256 dims, the CPU size), mlae_mini (3+2, the demo's), mlae_12_4 (the
+#               paper's), mlae_8_8, mlae_9_4
 #   CROSS       1: pretrain with cross-attention in the decoder (--mlae-cross-attention; the paper's variant for
 #               NAR fine-tuning, Table 6); default 0
 #   TOKENS_PER_SAMPLE (block length, default 512, the paper's), VOCAB_SIZE (default 8000; the paper: 64K)
@@ -20,7 +21,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-if [ $# -lt 1 ]; then sed -n '2,22p' "$0"; exit 2; fi
+if [ $# -lt 1 ]; then sed -n '2,23p' "$0"; exit 2; fi
 RAW=$1
 WORK=${2:-$ROOT/work/mlae-pretrain}
 MINUTES=${3:-60}
