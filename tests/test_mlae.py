@@ -610,6 +610,10 @@ def test_every_flag_has_help_and_12_4_has_the_paper_sizes():
     assert (args.encoder_layers, args.decoder_layers, args.mask_schedule, args.mask_schedule_kind) == (
         9, 4, "0.6:0", "linear")
     args = argparse.Namespace()
+    ar.SEQ2SEQ_ARCHS["mini"](args)  # the CPU demo's size
+    assert (args.encoder_layers, args.decoder_layers, args.encoder_embed_dim, args.encoder_attention_heads,
+            args.encoder_ffn_embed_dim) == (3, 2, 256, 4, 1024)
+    args = argparse.Namespace()
     nar.ARCHS["8_8"](args)
     assert (args.encoder_layers, args.decoder_layers, args.length_loss_factor, args.no_merge_repeats) == (
         8, 8, 0.1, False)
