@@ -44,6 +44,10 @@ done
 export MAX_UPDATE=${MAX_UPDATE:-800} LR=${LR:-0.001} WARMUP=${WARMUP:-300} MAX_TOKENS=${MAX_TOKENS:-2048} MODE=ar
 export ADAM_BETAS=${ADAM_BETAS:-(0.9, 0.98)} WEIGHT_DECAY=${WEIGHT_DECAY:-0} DROPOUT=${DROPOUT:-0.2}
 ARCH_SIZE=${ARCH_SIZE:-mini}
+case "$ARCH_SIZE" in 12_4|8_8|9_4|small|mini|tiny) ;;
+  *) echo "ERROR: ARCH_SIZE must be one of 12_4 8_8 9_4 small mini tiny (models/mlae/common.py), got '$ARCH_SIZE'" >&2
+     exit 1 ;;
+esac
 export MASK_SCHEDULE=${MASK_SCHEDULE:-0}
 MASK_PROB=${MASK_PROB:-0.4}
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
@@ -55,7 +59,8 @@ echo "== 1/3 monolingual text: Multi30k train.en + train.de ($WORK/mono; the las
 wc -l "$WORK/mono/train.txt"
 
 finetune() {  # INIT: fine-tune on Multi30k en->de from the pretraining (mlae) or from random weights (random)
-  ARCH=mlae_seq2seq_$ARCH_SIZE PRETRAIN=$WORK/pretrain INIT=$1 bash "$HERE/multi30k.sh" "$DATA" "$WORK/ft-$1" "$FINETUNE_MINUTES" \
+  ARCH=mlae_seq2seq_$ARCH_SIZE PRETRAIN=$WORK/pretrain INIT=$1 \
+    bash "$HERE/multi30k.sh" "$DATA" "$WORK/ft-$1" "$FINETUNE_MINUTES" \
     > "$WORK/ft-$1.log" 2>&1 || { echo "ERROR: fine-tuning from $1 failed; the end of $WORK/ft-$1.log:" >&2
                                   tail -n 20 "$WORK/ft-$1.log" >&2; return 1; }
 }
