@@ -44,10 +44,11 @@ done
 export MAX_UPDATE=${MAX_UPDATE:-800} LR=${LR:-0.001} WARMUP=${WARMUP:-300} MAX_TOKENS=${MAX_TOKENS:-2048} MODE=ar
 export ADAM_BETAS=${ADAM_BETAS:-(0.9, 0.98)} WEIGHT_DECAY=${WEIGHT_DECAY:-0} DROPOUT=${DROPOUT:-0.2}
 ARCH_SIZE=${ARCH_SIZE:-mini}
-case "$ARCH_SIZE" in 12_4|8_8|9_4|small|mini|tiny) ;;
-  *) echo "ERROR: ARCH_SIZE must be one of 12_4 8_8 9_4 small mini tiny (models/mlae/common.py), got '$ARCH_SIZE'" >&2
-     exit 1 ;;
-esac
+SIZES=$(cd "$ROOT" && ${PYTHON:-python} -c "from fairseq_nar_plugins.models.mlae.common import SIZES; print(*SIZES)" \
+        2>/dev/null) || { echo "ERROR: cannot import fairseq_nar_plugins: run inside the project's environment" \
+                                "(source .venv/bin/activate)" >&2; exit 1; }
+[[ " $SIZES " == *" $ARCH_SIZE "* ]] || {
+  echo "ERROR: ARCH_SIZE must be one of: $SIZES (models/mlae/common.py), got '$ARCH_SIZE'" >&2; exit 1; }
 export MASK_SCHEDULE=${MASK_SCHEDULE:-0}
 MASK_PROB=${MASK_PROB:-0.4}
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
