@@ -14,6 +14,8 @@
 #   CROSS       1: pretrain with cross-attention in the decoder (--mlae-cross-attention; the paper's variant for
 #               NAR fine-tuning, Table 6); default 0
 #   TOKENS_PER_SAMPLE (block length, default 512, the paper's), VOCAB_SIZE (default 8000; the paper: 64K)
+#   SAMPLE_BREAK_MODE  none (default: full blocks across line ends) or eos (one block a line, for corpora of short
+#               independent lines such as captions); see examples/pretraining/run.sh
 #   The paper's optimisation (Table 8): lr 5e-4 after 10k warm-up updates from 1e-7, Adam (0.9, 0.98), clip 2.0,
 #   dropout 0.1, batch 2048 x 512 tokens, 125K updates; run.sh uses lr 5e-4 with 500 warm-up updates (pass
 #   --warmup-updates 10000 ... as extra flags to change them).
@@ -21,7 +23,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-if [ $# -lt 1 ]; then sed -n '2,23p' "$0"; exit 2; fi
+if [ $# -lt 1 ]; then sed -n '2,22p' "$0"; exit 2; fi
 RAW=$1
 WORK=${2:-$ROOT/work/mlae-pretrain}
 MINUTES=${3:-60}

@@ -21,6 +21,12 @@
 #                   as extra flags (see `fairseq-train --task masked_autoencoder_pretrain --help`).
 #   LOSS_POSITIONS  'corrupted' (default: loss on the corrupted positions only) or 'all'.
 #   TOKENS_PER_SAMPLE  block length, default 512 (the papers' value).
+#   SAMPLE_BREAK_MODE  how lines make blocks (fairseq's --sample-break-mode): 'none' (default) packs the text into
+#                   full blocks across line ends (articles longer than a block keep all their text); 'eos' makes one
+#                   block of each line, for corpora of independent short lines (captions, sentences), where a block
+#                   of several unrelated lines only gives the model context it cannot use; 'complete' packs whole
+#                   lines, 'complete_doc' keeps documents (separated by empty lines) apart. 'eos' and 'complete*'
+#                   drop lines longer than a block.
 #   PYTHON          the interpreter of the environment fairseq is installed in (default: python on PATH).
 #   PREPARE_ONLY    1: stop after steps 1-3 (text, sentencepiece, binarized data), e.g. to binarize fine-tuning
 #                   data with the pretraining's dictionary before (or while) the pretraining runs.
@@ -39,6 +45,11 @@ CRITERION=${CRITERION:-nat_loss}
 CORRUPTIONS=${CORRUPTIONS:-span}
 LOSS_POSITIONS=${LOSS_POSITIONS:-corrupted}
 TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-512}
+SAMPLE_BREAK_MODE=${SAMPLE_BREAK_MODE:-none}
+case "$SAMPLE_BREAK_MODE" in none|complete|complete_doc|eos) ;;
+  *) echo "ERROR: SAMPLE_BREAK_MODE must be none, complete, complete_doc or eos (got '$SAMPLE_BREAK_MODE')" >&2
+     exit 1 ;;
+esac
 VOCAB_SIZE=${VOCAB_SIZE:-8000}
 PATTERN=${PATTERN:-*}
 VALID_LINES=${VALID_LINES:-200}
@@ -107,11 +118,11 @@ if [ "${PREPARE_ONLY:-0}" = 1 ]; then echo "== PREPARE_ONLY=1: text, sentencepie
 echo "== 4/4 fairseq-train $ARCH for at most $MINUTES minutes ($WORK/ckpt)"
 STOP_HOURS=$("$PYTHON" -c "print($MINUTES / 60)")
 DEVICE=$("$PYTHON" -c "import torch; print('' if torch.cuda.is_available() else '--cpu')")
-# --sample-break-mode none: lines here may be whole articles, longer than a block; 'none' packs them into full
-# blocks without dropping text ('complete_doc' keeps documents apart but drops lines longer than a block).
+# --sample-break-mode none (the default): lines here may be whole articles, longer than a block; 'none' packs them
+# into full blocks without dropping text ('complete_doc' keeps documents apart but drops lines longer than a block).
 # '.' and '▁.' end sentences for 'shuffle' (sentencepiece writes a full stop either way).
 fairseq-train "$WORK/bin" --user-dir "$USER_DIR" \
-  --task masked_autoencoder_pretrain --tokens-per-sample "$TOKENS_PER_SAMPLE" --sample-break-mode none \
+  --task masked_autoencoder_pretrain --tokens-per-sample "$TOKENS_PER_SAMPLE" --sample-break-mode "$SAMPLE_BREAK_MODE" \
   --corruptions "$CORRUPTIONS" --loss-positions "$LOSS_POSITIONS" --full-stop-symbols '.,▁.' \
   --arch "$ARCH" --criterion "$CRITERION" \
   --optimizer adam --adam-betas '(0.9, 0.98)' --clip-norm 2.0 \

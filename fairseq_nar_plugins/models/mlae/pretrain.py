@@ -13,8 +13,8 @@ the mask symbol: ``--corruptions span``) and targets that are ``<pad>`` except a
    (and type) embeddings, LayerNorm, dropout;
 3. a light bidirectional decoder (fewer layers) rebuilds the block; with ``--mlae-cross-attention`` every decoder
    layer also attends to ``E`` (the variant MLAE pretrains for NAR fine-tuning, §4.4 / Table 6);
-4. masked-LM head (tied to the token embeddings); ``nat_loss`` term ``word_ins``: cross-entropy on the masked
-   positions only (``--label-smoothing``).
+4. masked-LM head (tied to the token embeddings), applied at the masked positions only; ``nat_loss`` term
+   ``word_ins``: cross-entropy on the masked positions (``--label-smoothing``).
 
 The decoder input of the task (``prev_output_tokens``) is not used: the decoder's input is built from the encoder.
 """
@@ -54,14 +54,18 @@ class MLAEDecoder(FairseqDecoder):
                         f"checkpoint: {missing.missing_keys or 'none'})")
 
     def forward(self, tokens=None, encoder_out=None, token_embeddings=None, padding_mask=None, normalize=False,
-                **kwargs):
+                output_mask=None, **kwargs):
         """Args:
             tokens: ``(B, T)`` decoder input tokens (or ``token_embeddings`` ``(B, T, C)`` instead).
             encoder_out: the encoder's output dict (read by cross-attention, when the stack has it).
             padding_mask: ``(B, T)`` True at padding (default: ``tokens == pad``).
+            output_mask: ``(B, T)`` bool: apply the masked-LM head at these positions only (pretraining's masked
+                positions, as fairseq's ``masked_lm`` does with ``masked_tokens``: the head over the whole
+                vocabulary is the costliest layer of a small model). Default: every position.
 
         Returns:
-            ``(B, T, V)`` logits (log-probabilities with ``normalize``).
+            ``(B, T, V)`` logits (log-probabilities with ``normalize``); with ``output_mask``, ``(N, V)`` for its
+            ``N`` True positions in row-major order.
         """
         cross = self.backbone.has_cross_attention
         states = self.backbone(
@@ -69,7 +73,7 @@ class MLAEDecoder(FairseqDecoder):
             encoder_out=encoder_out["encoder_out"] if cross else None,
             encoder_padding_mask=encoder_out["encoder_padding_mask"] if cross else None,
         )["hidden_states"]
-        logits = self.lm_head(states)
+        logits = self.lm_head(states if output_mask is None else states[output_mask])
         return utils.log_softmax(logits, -1) if normalize else logits
 
     def max_positions(self):
@@ -135,12 +139,14 @@ class MLAEModel(FairseqEncoderDecoderModel):
         return torch.where(visible[:, :, None], at_block, mask_vector.to(states.dtype).expand_as(at_block))
 
     def forward(self, src_tokens, src_lengths, prev_output_tokens=None, tgt_tokens=None, **kwargs):
-        """``nat_loss`` term ``word_ins``: logits ``(B, T, V)`` over the block, targets ``tgt_tokens`` (``<pad>``
-        except at masked positions), loss on the non-pad target positions."""
+        """``nat_loss`` term ``word_ins``: the logits ``(N, V)`` of the ``N`` positions where ``tgt_tokens``
+        ``(B, T)`` is not ``<pad>`` (the masked ones; row-major order), their targets ``(N,)`` and an all-True
+        mask ``(N,)`` (``nat_loss`` counts it; a batch without masks gives loss 0)."""
         encoder_out, visible, index = self.encode_visible(src_tokens)
+        masked = tgt_tokens.ne(self.pad)
         logits = self.decoder(token_embeddings=self.decoder_input(encoder_out, visible, index),
-                              encoder_out=encoder_out, padding_mask=src_tokens.eq(self.pad))
-        return {"word_ins": {"out": logits, "tgt": tgt_tokens, "mask": tgt_tokens.ne(self.pad),
+                              encoder_out=encoder_out, padding_mask=src_tokens.eq(self.pad), output_mask=masked)
+        return {"word_ins": {"out": logits, "tgt": tgt_tokens[masked], "mask": masked.new_ones(logits.size(0)),
                              "ls": getattr(self.args, "label_smoothing", 0.0), "nll_loss": True}}
 
 
