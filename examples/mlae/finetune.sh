@@ -119,16 +119,22 @@ else
 fi
 # sources cut to MAX_SOURCE tokens + </s> (the encoder adds <s>: 512 positions with the default)
 SOURCE_FLAGS=(--truncate-source --max-source-positions "$((MAX_SOURCE + 1))")
-fairseq-train "$BIN" --user-dir "$USER_DIR" --source-lang "$SRC" --target-lang "$TGT" "${TASK[@]}" \
-  "${SOURCE_FLAGS[@]}" --arch "$ARCH" "${INIT_FLAGS[@]}" "${MODEL_FLAGS[@]}" --label-smoothing "$LABEL_SMOOTHING" \
-  --dropout "$DROPOUT" --attention-dropout 0.1 --weight-decay "$WEIGHT_DECAY" \
-  --optimizer adam --adam-betas "$ADAM_BETAS" --clip-norm 1.0 \
-  --lr "$LR" --lr-scheduler inverse_sqrt --warmup-updates "$WARMUP" --warmup-init-lr 1e-07 \
-  --max-tokens "$MAX_TOKENS" --max-update "$MAX_UPDATE" --stop-time-hours "$("$PYTHON" -c "print($MINUTES / 60)")" \
-  --save-dir "$CKPTS" --no-epoch-checkpoints --save-interval-updates 1000 --keep-interval-updates 1 \
-  --skip-invalid-size-inputs-valid-test $DEVICE_FLAGS --num-workers 0 --seed 1 --log-format simple \
-  --log-interval 100 > "$WORK/logs/train-$MODE-$INIT.log" 2>&1 || {
-    echo "ERROR: fairseq-train failed:" >&2; tail -n 30 "$WORK/logs/train-$MODE-$INIT.log" >&2; exit 1; }
+# a finished training (MAX_UPDATE or MINUTES reached) leaves $CKPTS/.done and is reused as it is: fairseq-train resumed
+# from a final checkpoint would make one more update (and overwrite checkpoint_last.pt); delete .done to train on
+if [ -f "$CKPTS/.done" ]; then echo "reusing $CKPTS (finished; delete $CKPTS/.done to train on)"
+else
+  fairseq-train "$BIN" --user-dir "$USER_DIR" --source-lang "$SRC" --target-lang "$TGT" "${TASK[@]}" \
+    "${SOURCE_FLAGS[@]}" --arch "$ARCH" "${INIT_FLAGS[@]}" "${MODEL_FLAGS[@]}" --label-smoothing "$LABEL_SMOOTHING" \
+    --dropout "$DROPOUT" --attention-dropout 0.1 --weight-decay "$WEIGHT_DECAY" \
+    --optimizer adam --adam-betas "$ADAM_BETAS" --clip-norm 1.0 \
+    --lr "$LR" --lr-scheduler inverse_sqrt --warmup-updates "$WARMUP" --warmup-init-lr 1e-07 \
+    --max-tokens "$MAX_TOKENS" --max-update "$MAX_UPDATE" --stop-time-hours "$("$PYTHON" -c "print($MINUTES / 60)")" \
+    --save-dir "$CKPTS" --no-epoch-checkpoints --save-interval-updates 1000 --keep-interval-updates 1 \
+    --skip-invalid-size-inputs-valid-test $DEVICE_FLAGS --num-workers 0 --seed 1 --log-format simple \
+    --log-interval 100 > "$WORK/logs/train-$MODE-$INIT.log" 2>&1 || {
+      echo "ERROR: fairseq-train failed:" >&2; tail -n 30 "$WORK/logs/train-$MODE-$INIT.log" >&2; exit 1; }
+  touch "$CKPTS/.done"
+fi
 grep -E '\| (train|valid) \||done training' "$WORK/logs/train-$MODE-$INIT.log" | tail -n 3 || true
 
 echo "== 4/4 fairseq-generate test; scores in $WORK/scores-$MODE-$INIT.txt"
