@@ -292,3 +292,28 @@ def test_pretraining_recipe_prepare_only_binarizes_without_training(shared_data_
                            str(work), "1"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0 and "reusing" in proc.stdout, proc.stdout + proc.stderr
     assert (work / "bin" / "train.bin").stat().st_mtime_ns == stamp
+
+
+def test_pretraining_recipe_sample_break_mode_eos_makes_one_block_a_line(shared_data_dir, tmp_path):
+    """SAMPLE_BREAK_MODE=eos (examples/mlae/demo.sh: Multi30k's captions) reaches fairseq-train: the task builds one
+    block for every line of the training text (document breaks, empty lines, included), where the default 'none'
+    packs them into full blocks; an unknown mode stops before anything runs, naming the variable and the choices."""
+    raw = write_corpus(os.path.join(shared_data_dir, "multi30k-en-de", "train.en"), str(tmp_path / "raw"), 300, 40)
+    env = dict(os.environ, VOCAB_SIZE="300", PYTHON=sys.executable, OMP_NUM_THREADS="1", ARCH="mlae_tiny",
+               TOKENS_PER_SAMPLE="64", PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    script = os.path.join(ROOT, "examples", "pretraining", "run.sh")
+    bad = subprocess.run(["bash", script, raw, str(tmp_path / "bad"), "1"], capture_output=True, text=True,
+                         env=dict(env, SAMPLE_BREAK_MODE="lines"), timeout=60)
+    assert bad.returncode == 1 and "SAMPLE_BREAK_MODE must be none, complete, complete_doc or eos" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    blocks = {}
+    for mode in ("eos", "none"):
+        work = tmp_path / mode
+        proc = subprocess.run(["bash", script, raw, str(work), "1", "--max-update", "1"], capture_output=True,
+                              text=True, env=dict(env, SAMPLE_BREAK_MODE=mode), timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        blocks[mode] = int(re.search(r"\[train\] ([\d,]+) blocks", proc.stdout).group(1).replace(",", ""))
+    with open(tmp_path / "eos" / "text" / "train.raw", encoding="utf-8") as f:
+        lines = sum(1 for _ in f)
+    assert blocks["eos"] == lines == 300 + 30
+    assert blocks["none"] < lines / 2  # 64-token blocks across line ends

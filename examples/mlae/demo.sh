@@ -68,9 +68,10 @@ finetune() {  # INIT: fine-tune on Multi30k en->de from the pretraining (mlae) o
 lane() {  # INIT: mlae = pretrain, then fine-tune from the pretraining; random = fine-tune from random weights
   if [ "$1" = mlae ]; then
     # shellcheck disable=SC2086
-    ARCH=mlae_$ARCH_SIZE CROSS=1 TOKENS_PER_SAMPLE=128 SAMPLE_BREAK_MODE=eos bash "$HERE/pretrain.sh" "$WORK/mono" "$WORK/pretrain" \
-      "$PRETRAIN_MINUTES" --lr 0.0005 --warmup-updates 300 --max-tokens 2048 --span-mask-prob "$MASK_PROB" \
-      ${PRETRAIN_FLAGS:-} > "$WORK/pretrain.log" 2>&1 || {
+    ARCH=mlae_$ARCH_SIZE CROSS=1 TOKENS_PER_SAMPLE=128 SAMPLE_BREAK_MODE=eos \
+      bash "$HERE/pretrain.sh" "$WORK/mono" "$WORK/pretrain" "$PRETRAIN_MINUTES" \
+      --lr 0.0005 --warmup-updates 300 --max-tokens 2048 --span-mask-prob "$MASK_PROB" ${PRETRAIN_FLAGS:-} \
+      > "$WORK/pretrain.log" 2>&1 || {
         echo "ERROR: pretraining failed; the end of $WORK/pretrain.log:" >&2; tail -n 20 "$WORK/pretrain.log" >&2
         return 1; }
   fi
