@@ -836,3 +836,46 @@ def test_classifier_beats_the_majority_class(toy_data_bin, toy_pretrained, tmp_p
     accuracy = [float(a) for a in re.findall(r"\| valid on 'valid' subset \|.*?\| accuracy ([\d.]+)",
                                              proc.stdout + proc.stderr)]
     assert accuracy and accuracy[-1] > 90 and accuracy[-1] > 100 * majority + 10, (accuracy, majority)
+
+
+def test_finetune_recipe_reuses_a_finished_training_without_touching_its_checkpoint(shared_data_dir, tmp_path):
+    """examples/mlae/finetune.sh (via multi30k.sh) run twice: the second run reuses the finished training (ckpt/.done)
+    instead of resuming it, which would make one more update than MAX_UPDATE and overwrite checkpoint_last.pt and the
+    training log; it still decodes and scores the test split again."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = os.path.join(shared_data_dir, "multi30k-en-de")
+    data, mono = tmp_path / "data", tmp_path / "mono"
+    data.mkdir()
+    mono.mkdir()
+    for split, n in (("train", 300), ("valid", 20), ("test_2016_flickr", 10)):
+        for lang in ("en", "de"):
+            with open(os.path.join(source, f"{split}.{lang}"), encoding="utf-8") as f:
+                (data / f"{split}.{lang}").write_text("".join(next(f) for _ in range(n)), encoding="utf-8")
+    (mono / "train.txt").write_text((data / "train.en").read_text(encoding="utf-8")
+                                    + (data / "train.de").read_text(encoding="utf-8"), encoding="utf-8")
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", VOCAB_SIZE="400", VALID_LINES="50",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    prep = subprocess.run(["bash", os.path.join(root, "examples", "pretraining", "run.sh"), str(mono),
+                           str(tmp_path / "pretrain"), "1"], capture_output=True, text=True,
+                          env=dict(env, PREPARE_ONLY="1"), timeout=300)
+    assert prep.returncode == 0, prep.stdout + prep.stderr
+    env.update(PRETRAIN=str(tmp_path / "pretrain"), INIT="random", MODE="ar", ARCH="mlae_seq2seq_tiny",
+               MAX_UPDATE="3", MAX_TOKENS="1024", WARMUP="1", BEAM="2")
+    work = tmp_path / "ft"
+    runs = [subprocess.run(["bash", os.path.join(root, "examples", "mlae", "multi30k.sh"), str(data), str(work), "5"],
+                           capture_output=True, text=True, env=env, timeout=600)]
+    assert runs[0].returncode == 0, runs[0].stdout + runs[0].stderr
+    ckpt, log = work / "ckpt-ar-random" / "checkpoint_last.pt", work / "logs" / "train-ar-random.log"
+    assert (work / "ckpt-ar-random" / ".done").exists()
+    stamps = (ckpt.stat().st_mtime_ns, log.read_text())
+    assert "num_updates 3" in stamps[1]
+    runs.append(subprocess.run(["bash", os.path.join(root, "examples", "mlae", "multi30k.sh"), str(data), str(work),
+                                "5"], capture_output=True, text=True, env=env, timeout=600))
+    assert runs[1].returncode == 0, runs[1].stdout + runs[1].stderr
+    assert "reusing " + str(work / "ckpt-ar-random") in runs[1].stdout
+    assert (ckpt.stat().st_mtime_ns, log.read_text()) == stamps
+    assert "num_updates 4" not in log.read_text()
+    assert runs[1].stdout.count("sacreBLEU") == 2  # greedy and beam, scored again

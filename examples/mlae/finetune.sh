@@ -7,7 +7,8 @@
 # Usage: examples/mlae/finetune.sh NAME SRC TGT TEXT_DIR WORK_DIR MINUTES
 #   NAME      label for the logs;  SRC TGT  file suffixes (e.g. src tgt)
 #   TEXT_DIR  raw text {train,valid,test}.{SRC,TGT}, one segment a line
-#   WORK_DIR  everything is written there; re-running reuses finished steps and resumes training
+#   WORK_DIR  everything is written there; re-running reuses finished steps (a finished training: ckpt-*/.done) and
+#             resumes an interrupted training
 #   MINUTES   training budget (fairseq --stop-time-hours); MAX_UPDATE bounds it too
 # Settings (environment variables):
 #   PRETRAIN    the WORK_DIR of examples/mlae/pretrain.sh (default work/mlae-pretrain): text/spm.model, bin/dict.txt,
@@ -29,7 +30,7 @@
 #   METRICS (scripts/score.py metrics, default sacrebleu), DEVICE_FLAGS (default --cpu; '' on a GPU), PYTHON
 # Run inside the project's environment (source .venv/bin/activate).
 set -euo pipefail
-if [ $# -ne 6 ]; then sed -n '2,30p' "$0"; exit 2; fi
+if [ $# -ne 6 ]; then sed -n '2,31p' "$0"; exit 2; fi
 NAME=$1; SRC=$2; TGT=$3; TEXT=$4; WORK=$5; MINUTES=$6
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
