@@ -8,6 +8,8 @@ import logging
 import math
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ import torch.nn.functional as F
 from fairseq.criterions.nat_loss import LabelSmoothedDualImitationCriterion
 from fairseq.data import Dictionary
 from fairseq.iterative_refinement_generator import DecoderOut
-from helpers_cli import USER_DIR, run_cli
+from helpers_cli import ROOT, USER_DIR, run_cli
 
 from fairseq_nar_plugins.models.mlae import ar, classifier, nar, pretrain
 from fairseq_nar_plugins.models.mlae.ar import MLAESeq2SeqModel, MLAEUniLMModel
@@ -842,10 +844,6 @@ def test_finetune_recipe_reuses_a_finished_training_without_touching_its_checkpo
     """examples/mlae/finetune.sh (via multi30k.sh) run twice: the second run reuses the finished training (ckpt/.done)
     instead of resuming it, which would make one more update than MAX_UPDATE and overwrite checkpoint_last.pt and the
     training log; it still decodes and scores the test split again."""
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     source = os.path.join(shared_data_dir, "multi30k-en-de")
     data, mono = tmp_path / "data", tmp_path / "mono"
     data.mkdir()
@@ -858,21 +856,21 @@ def test_finetune_recipe_reuses_a_finished_training_without_touching_its_checkpo
                                     + (data / "train.de").read_text(encoding="utf-8"), encoding="utf-8")
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", VOCAB_SIZE="400", VALID_LINES="50",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    prep = subprocess.run(["bash", os.path.join(root, "examples", "pretraining", "run.sh"), str(mono),
+    prep = subprocess.run(["bash", os.path.join(ROOT, "examples", "pretraining", "run.sh"), str(mono),
                            str(tmp_path / "pretrain"), "1"], capture_output=True, text=True,
                           env=dict(env, PREPARE_ONLY="1"), timeout=300)
     assert prep.returncode == 0, prep.stdout + prep.stderr
     env.update(PRETRAIN=str(tmp_path / "pretrain"), INIT="random", MODE="ar", ARCH="mlae_seq2seq_tiny",
                MAX_UPDATE="3", MAX_TOKENS="1024", WARMUP="1", BEAM="2")
     work = tmp_path / "ft"
-    runs = [subprocess.run(["bash", os.path.join(root, "examples", "mlae", "multi30k.sh"), str(data), str(work), "5"],
+    runs = [subprocess.run(["bash", os.path.join(ROOT, "examples", "mlae", "multi30k.sh"), str(data), str(work), "5"],
                            capture_output=True, text=True, env=env, timeout=600)]
     assert runs[0].returncode == 0, runs[0].stdout + runs[0].stderr
     ckpt, log = work / "ckpt-ar-random" / "checkpoint_last.pt", work / "logs" / "train-ar-random.log"
     assert (work / "ckpt-ar-random" / ".done").exists()
     stamps = (ckpt.stat().st_mtime_ns, log.read_text())
     assert "num_updates 3" in stamps[1]
-    runs.append(subprocess.run(["bash", os.path.join(root, "examples", "mlae", "multi30k.sh"), str(data), str(work),
+    runs.append(subprocess.run(["bash", os.path.join(ROOT, "examples", "mlae", "multi30k.sh"), str(data), str(work),
                                 "5"], capture_output=True, text=True, env=env, timeout=600))
     assert runs[1].returncode == 0, runs[1].stdout + runs[1].stderr
     assert "reusing " + str(work / "ckpt-ar-random") in runs[1].stdout
