@@ -206,11 +206,13 @@ def test_ctc_criterion_weighs_and_normalises_each_deer_term(normalization, all_t
         assert torch.allclose(s.grad, g, rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("flags", [{}, {"prune": True}, {"prune": True, "prune_lambda": 0.0}],
-                         ids=["no-prune", "prune", "prune-lambda-0"])
+@pytest.mark.parametrize("flags", [{}, {"prune": True}, {"prune": True, "prune_lambda": 0.0},
+                                   {"editor_start_update": 1000}],
+                         ids=["no-prune", "prune", "prune-lambda-0", "ctc-only-update"])
 def test_every_parameter_gets_a_gradient(flags):
     """fairseq's default DDP backend (pytorch_ddp, find_unused_parameters=False) fails on a parameter outside the
-    graph. At size 1.0 the pruning scores enter only through the regulariser, also at --prune-lambda 0."""
+    graph. At size 1.0 the pruning scores enter only through the regulariser, also at --prune-lambda 0; before
+    --editor-start-update the editor heads enter with weight 0."""
     from fairseq_nar_plugins.criterions.ctc import CTCCriterion
 
     model, d = tiny_deer(**flags)
@@ -223,6 +225,36 @@ def test_every_parameter_gets_a_gradient(flags):
               "net_input": {"src_tokens": src, "src_lengths": src.ne(d.pad()).sum(1)}}
     CTCCriterion(_Task(d, model.blank), 0.1)(model, sample)[0].backward()
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_editor_start_update_trains_ctc_alone_before_it_and_everything_from_it():
+    """--editor-start-update N: updates before N carry the CTC term only (the editor heads with weight 0, and no
+    editor pass at all: the backbone runs twice, glancing and trained pass), update N on the whole objective;
+    validation (eval mode) always scores the editor."""
+    model, d = tiny_deer(editor_start_update=3)
+    src = rows(d, [[1, 2, 3], [4, 5, 6, 7]], left_pad=True)
+    tgt = rows(d, [[8, 9, 10, 11], [12, 13, 14, 15, 16]])
+    prev = rows(d, [[9, 11], [13]])
+    passes = []
+    # layer 0's FFN runs once in every pass over [source ; slots] and in every editor pass
+    hook = model.backbone.layers[0].fc1.register_forward_hook(lambda *a: passes.append(1))
+    model.train()
+    model.set_num_updates(2)
+    terms = model(src, None, prev, tgt)
+    assert set(terms) == {"ctc", "editor_idle"} and terms["editor_idle"]["factor"] == 0.0
+    assert terms["editor_idle"]["loss"].item() == 0.0 and terms["editor_idle"]["loss"].requires_grad
+    assert len(passes) == 2  # the glancing pass and the trained pass over [source ; slots]
+    model.set_num_updates(3)
+    passes.clear()
+    assert set(model(src, None, prev, tgt)) == {"ctc", "mask_ins", "word_ins", "word_del", "word_del_ctc",
+                                                  "mask_ins_ctc"}
+    assert len(passes) == 2 + 5  # and five editor passes (LevT's three, two on the CTC output)
+    model.eval()
+    model.set_num_updates(0)
+    assert "word_ins" in model(src, None, prev, tgt)
+    hook.remove()
+    with pytest.raises(ValueError, match="--editor-start-update -1"):
+        tiny_deer(editor_start_update=-1)
 
 
 def test_deletion_labels_with_blank_equal_to_pad():

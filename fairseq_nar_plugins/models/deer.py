@@ -155,6 +155,7 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
         self.blank = args.ctc_blank_idx
         self.placeholder = placeholder_index(d)
         self.editor_ctc_roll_in = not getattr(args, "no_editor_ctc_roll_in", False)
+        self.editor_start_update = args.editor_start_update
         self.upsample_ratio = args.upsample_ratio
         self.slot_input = args.deer_slot_input
         self.glancing = GlancingSchedule(args.glancing_ratio)
@@ -225,6 +226,12 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
                             "the reference (terms word_del_ctc, mask_ins_ctc): without them the editor over-deletes "
                             "CTC output (toy task, 300 updates: BLEU 66.3 / 39.5 / 24.6 at 0 / 1 / 2 editor steps; "
                             "with them 60.0 / 60.1 / 60.1)")
+        parser.add_argument("--editor-start-update", type=int, metavar="N",
+                            help="train the editor's terms (mask_ins, word_ins, word_del and the roll-in terms) from "
+                            "update N on; before it an update trains the one-step CTC generator alone (the glancing "
+                            "pass and one pass over [source ; slots], no editor passes), several times cheaper. A "
+                            "curriculum for small budgets: the editor then starts from a stack that already "
+                            "translates. 0 (default): every update trains both, as the paper does")
         parser.add_argument("--prune", action="store_true",
                             help="dynamic block pruning in training: a model size sampled per update from "
                             "--prune-sizes, score masks on attention (32x32 blocks) and FFN neurons")
@@ -420,7 +427,12 @@ class DEERModel(CTCGenerationMixin, BaseFairseqModel):
         enc = self.encode(src_tokens, slots, slot_padding)
         terms = {"ctc": {"ctc": True, "out": self.lm_head(enc["slot_states"]), "out_mask": ~slot_padding,
                          "tgt": ctc_targets, "blank": self.blank, "nll_loss": True}}
-        if prev_output_tokens is not None:
+        if prev_output_tokens is not None and self.training and self.num_updates < self.editor_start_update:
+            # CTC-only update (--editor-start-update): the editor heads still enter the graph, with weight 0, so
+            # that DDP (pytorch_ddp, find_unused_parameters=False) finds a gradient for every parameter
+            idle = sum(p.sum() for p in self.editor_heads.parameters()) * 0.0
+            terms["editor_idle"] = {"loss": idle, "factor": 0.0}
+        elif prev_output_tokens is not None:
             # The editor reads the cached source states without detaching them (a choice; the paper says only
             # "cached hidden states"): its losses also train the shared stack through the source positions of the
             # CTC pass, as they would if the editor ran the whole stack over [source ; editor tokens]. Detaching
@@ -533,6 +545,7 @@ def deer_base(args):
     set_default(args, "backbone_config", None)
     set_default(args, "deer_slot_input", "copy")
     set_default(args, "glancing_ratio", "0.5:0.2@300k")
+    set_default(args, "editor_start_update", 0)
     set_default(args, "prune", False)
     set_default(args, "prune_sizes", "1.0 0.75 0.5 0.25")
     set_default(args, "prune_refresh_interval", 200)
@@ -545,6 +558,9 @@ def deer_base(args):
                          "threshold refreshes)")
     if args.prune_lambda < 0:
         raise ValueError(f"--prune-lambda {args.prune_lambda}: must be >= 0")
+    if args.editor_start_update < 0:
+        raise ValueError(f"--editor-start-update {args.editor_start_update}: must be >= 0 (the update from which "
+                         "the editor is trained)")
 
 
 def _deer_sizes(args, layers, dim, heads, ffn, family):
