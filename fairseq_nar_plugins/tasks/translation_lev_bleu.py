@@ -108,6 +108,18 @@ def _current_num_updates():
     return None if meter is None else int(meter.val)
 
 
+class UpdateCountMixin:
+    """Tells the model the update number before each training step, as fairseq's base task does
+    (``FairseqTask.train_step`` calls ``model.set_num_updates(update_num)``). fairseq's ``translation_lev`` overrides
+    ``train_step`` without that call, so a model under it kept the count of its last checkpoint load for a whole
+    run: DEER sampled one pruning size (0.5) for every update, never refreshed its thresholds, never annealed its
+    glancing ratio and never started its editor under ``--editor-start-update``. List it before the task class."""
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        model.set_num_updates(update_num)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+
 class ValidationBLEUMixin:
     """Adds ``--eval-bleu`` scoring (and ``--eval-bleu-interval-updates``) to a subclass of fairseq's ``translation_lev``
     task. List it before the task class: ``class T(ValidationBLEUMixin, TranslationLevenshteinTask)``; the config
@@ -200,7 +212,7 @@ def check_eval_bleu_config(cfg):
 
 
 @register_task("translation_lev_bleu", dataclass=TranslationLevBLEUConfig)
-class TranslationLevBLEUTask(ValidationBLEUMixin, TranslationLevenshteinTask):
+class TranslationLevBLEUTask(ValidationBLEUMixin, UpdateCountMixin, TranslationLevenshteinTask):
     """fairseq's ``translation_lev`` with validation BLEU (``--eval-bleu``, ``--eval-bleu-interval-updates``) for
     fairseq's NAR models; otherwise identical (data, noise, generator). See the module docstring."""
 

@@ -26,7 +26,7 @@ from fairseq.tasks.translation_lev import TranslationLevenshteinTask
 from .. import fingerprint
 from ..modules.ctc.ctc_utils import DEFAULT_BLANK_SYMBOL, add_blank_symbol, ctc_required_frames, num_frames
 from .autocast import AutocastMixin
-from .translation_lev_bleu import TranslationLevBLEUConfig, ValidationBLEUMixin
+from .translation_lev_bleu import TranslationLevBLEUConfig, UpdateCountMixin, ValidationBLEUMixin
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def _trains_with_ctc(model) -> bool:
 
 
 @register_task("translation_lev_ctc", dataclass=TranslationLevCTCConfig)
-class TranslationLevCTCTask(AutocastMixin, ValidationBLEUMixin, TranslationLevenshteinTask):
+class TranslationLevCTCTask(AutocastMixin, ValidationBLEUMixin, UpdateCountMixin, TranslationLevenshteinTask):
     """Translation with CTC non-autoregressive decoders (see module docstring for the data policy)."""
 
     cfg: TranslationLevCTCConfig
