@@ -506,6 +506,9 @@ def test_deer_learns_toy_task_and_decodes_at_0_and_2_editor_steps_and_pruned(toy
     ckpt = os.path.join(save, "checkpoint_last.pt")
     state = torch.load(ckpt, weights_only=True)  # the plugin allow-lists what fairseq saves
     assert any(k.startswith("pruning.scores.") for k in state["model"]) and "prune_thresholds" in state["model"]
+    # the model saw fairseq's update count (thresholds refreshed every 50 updates; stuck at 0 when the task did not
+    # pass the count on, and every update then trained one size)
+    assert state["model"]["prune_thresholds_at"].item() == 250
 
     def generate(*extra):
         proc = run_cli("fairseq_cli.generate", [
@@ -527,3 +530,19 @@ def test_deer_learns_toy_task_and_decodes_at_0_and_2_editor_steps_and_pruned(toy
     assert bleu0 > 50, f"DEER toy BLEU at step 0 {bleu0:.1f}"
     assert bleu2 > bleu0 - 6, f"DEER toy BLEU after 2 editor steps {bleu2:.1f} (step 0: {bleu0:.1f})"
     assert bleu_half > 40 and bleu_half != bleu0, f"DEER toy BLEU at size 0.5: {bleu_half:.1f} (1.0: {bleu0:.1f})"
+
+
+def test_fairseq_train_starts_the_editor_at_editor_start_update(toy_data_bin, tmp_path):
+    """--editor-start-update through fairseq-train: the task passes the update count to the model, so the updates
+    logged up to 10 carry the CTC term alone and those after it the editor's terms too."""
+    proc = run_cli("fairseq_cli.train", [
+        toy_data_bin, "--user-dir", USER_DIR, "--task", "translation_lev_ctc", "--noise", "random_delete",
+        "--arch", "deer_tiny", "--criterion", "ctc", "--editor-start-update", "10", "--optimizer", "adam",
+        "--lr", "0.001", "--lr-scheduler", "fixed", "--max-tokens", "1024", "--max-update", "20",
+        "--save-dir", str(tmp_path / "ckpt"), "--no-save", "--disable-validation", "--cpu", "--num-workers", "0",
+        "--log-format", "simple", "--log-interval", "5", "--seed", "1"])
+    logged = {int(m.group(2)): m.group(1) for m in re.finditer(r"train_inner .*? (loss=.*?)num_updates=(\d+)",
+                                                                 proc.stdout + proc.stderr)}
+    assert sorted(logged) == [5, 10, 15, 20]
+    assert all("word_del=" not in logged[n] and "mask_ins=" not in logged[n] for n in (5, 10))
+    assert all("word_del=" in logged[n] and "word_ins=" in logged[n] for n in (15, 20))

@@ -124,3 +124,25 @@ def test_missing_data_directory_names_the_flag(tmp_path):
                                                 "-t", "tgt", "--arch", "nat_ctc_transformer_tiny"])
     with pytest.raises(FileNotFoundError, match="nope.*DATA argument"):
         tasks.setup_task(args)
+
+
+@pytest.mark.parametrize("task_cls", ["TranslationLevCTCTask", "TranslationLevBLEUTask"])
+def test_train_step_tells_the_model_the_update_number(task_cls):
+    """FairseqTask.train_step calls model.set_num_updates(update_num); fairseq's translation_lev drops the call, so
+    our NAR tasks must make it (DEER's pruning sizes, glancing schedule and --editor-start-update depend on it)."""
+    from types import SimpleNamespace
+
+    import torch
+    from fairseq_nar_plugins.tasks import translation_lev_bleu, translation_lev_ctc
+
+    cls = getattr(translation_lev_ctc, task_cls, None) or getattr(translation_lev_bleu, task_cls)
+    task = cls.__new__(cls)  # train_step needs only the noise setting
+    task.cfg = SimpleNamespace(noise="no_noise", autocast_bf16=False)
+    seen = []
+    model = SimpleNamespace(train=lambda: None, set_num_updates=seen.append)
+    weight = torch.ones(1, requires_grad=True)
+    criterion = lambda model, sample: ((weight * 2).sum(), 1, {})  # noqa: E731
+    optimizer = SimpleNamespace(backward=lambda loss: loss.backward())
+    for n in (0, 7):
+        task.train_step({"target": torch.ones(1, 3, dtype=torch.long)}, model, criterion, optimizer, n)
+    assert seen == [0, 7] and weight.grad.item() == 4.0
