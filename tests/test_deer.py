@@ -3,13 +3,14 @@ targets and decoding, dynamic block pruning (fractions, switching sizes, checkpo
 fairseq-train -> fairseq-generate learning the toy task at 0 and 2 editor iterations."""
 import os
 import re
+import subprocess
 from argparse import Namespace
 
 import pytest
 import torch
 from fairseq.data import Dictionary
 from fairseq.iterative_refinement_generator import IterativeRefinementGenerator
-from helpers_cli import USER_DIR, run_cli
+from helpers_cli import ROOT, USER_DIR, run_cli
 
 from fairseq_nar_plugins.models.deer import DEERModel, deer_tiny, parse_prune_sizes
 from fairseq_nar_plugins.modules.pruning.block_pruning import ATTENTION, FFN, keep_threshold
@@ -546,3 +547,25 @@ def test_fairseq_train_starts_the_editor_at_editor_start_update(toy_data_bin, tm
     assert sorted(logged) == [5, 10, 15, 20]
     assert all("word_del=" not in logged[n] and "mask_ins=" not in logged[n] for n in (5, 10))
     assert all("word_del=" in logged[n] and "word_ins=" in logged[n] for n in (15, 20))
+
+
+def test_roll_in_ab_recipe_refuses_bad_arguments_before_training(tmp_path):
+    """examples/deer/roll_in_ab.sh: a non-numeric update count and a work directory without the teacher's outputs
+    stop it at once, naming the setting or the missing file and what to run."""
+    script = os.path.join(ROOT, "examples", "deer", "roll_in_ab.sh")
+    bench = tmp_path / "bench"
+    for d in ("bin", "bin-distill", "spm/raw", "ckpt/transformer"):
+        (bench / d).mkdir(parents=True)
+    (bench / "spm" / "spm.model").write_text("")
+    (bench / "spm" / "raw" / "test_2016_flickr.de").write_text("")
+
+    def run(*args):
+        return subprocess.run(["bash", script, str(bench), str(tmp_path / "ab"), *args], capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "DEVICE_FLAGS": "--cpu"})
+
+    bad = run("many", "200")
+    assert bad.returncode != 0 and "START='many' must be a positive number of updates" in bad.stderr
+    missing = run("700", "200")
+    assert missing.returncode != 0
+    assert "ckpt/transformer/checkpoint_best.pt not found" in missing.stderr and "teacher.sh" in missing.stderr
+    assert not (tmp_path / "ab").exists()  # nothing trained, nothing written
