@@ -1,11 +1,13 @@
 """translation_lev_ctc: blank symbol, unalignable-pair detection and the skip-in-training / keep-in-eval policy."""
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from fairseq.data import Dictionary, LanguagePairDataset
 
+from fairseq_nar_plugins.tasks.translation_lev_bleu import TranslationLevBLEUTask
 from fairseq_nar_plugins.tasks.translation_lev_ctc import TranslationLevCTCTask, unalignable_mask
 
 
@@ -126,16 +128,10 @@ def test_missing_data_directory_names_the_flag(tmp_path):
         tasks.setup_task(args)
 
 
-@pytest.mark.parametrize("task_cls", ["TranslationLevCTCTask", "TranslationLevBLEUTask"])
-def test_train_step_tells_the_model_the_update_number(task_cls):
+@pytest.mark.parametrize("cls", [TranslationLevCTCTask, TranslationLevBLEUTask], ids=lambda c: c.__name__)
+def test_train_step_tells_the_model_the_update_number(cls):
     """FairseqTask.train_step calls model.set_num_updates(update_num); fairseq's translation_lev drops the call, so
     our NAR tasks must make it (DEER's pruning sizes, glancing schedule and --editor-start-update depend on it)."""
-    from types import SimpleNamespace
-
-    import torch
-    from fairseq_nar_plugins.tasks import translation_lev_bleu, translation_lev_ctc
-
-    cls = getattr(translation_lev_ctc, task_cls, None) or getattr(translation_lev_bleu, task_cls)
     task = cls.__new__(cls)  # train_step needs only the noise setting
     task.cfg = SimpleNamespace(noise="no_noise", autocast_bf16=False)
     seen = []
