@@ -17,6 +17,13 @@ The file then works wherever a fairseq checkpoint does:
   random values measured above instead of being redrawn);
 * ``fairseq-generate --path FILE``.
 
+``--warm-start-from TEACHER.pt`` then copies into the model every tensor of that fairseq checkpoint with the same
+name and shape (vocabulary tables into their first rows; the log lists what was taken and what keeps its
+initialisation), as our models' ``--init-from-checkpoint`` does. It serves models that have no such flag, fairseq's
+own ``cmlm_transformer`` and ``nonautoregressive_transformer`` from an AR ``transformer`` teacher of the same size;
+train from the file with ``fairseq-train ... --finetune-from-model FILE`` (used at the first launch only, so an
+interrupted run resumes from its own ``checkpoint_last.pt``).
+
 Example (the model of examples/pretraining/continue_pretraining_minilm.sh)::
 
     python scripts/save_initial_checkpoint.py work/cp/bin --output work/cp/checkpoint_imported.pt \\
@@ -36,6 +43,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--output", required=False)
+    pre.add_argument("--warm-start-from", default=None)
     known, rest = pre.parse_known_args(argv)
     if not known.output or "-h" in rest or "--help" in rest:
         print(__doc__)
@@ -55,6 +63,10 @@ def main(argv=None):
     utils.set_torch_seed(cfg.common.seed)
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
+    if known.warm_start_from:
+        from fairseq_nar_plugins.modules.pretrained.warm_start import warm_start
+
+        warm_start(model, known.warm_start_from, what="--warm-start-from")
     criterion = task.build_criterion(cfg.criterion)
     trainer = Trainer(cfg, task, model, criterion)
     os.makedirs(os.path.dirname(os.path.abspath(known.output)) or ".", exist_ok=True)

@@ -151,9 +151,10 @@ def run_worker(spec: dict) -> dict:
     if spec["precision"] == "bf16":
         train_step = task.train_step
 
-        def autocast_train_step(sample, model, *a, **k):
-            device = next(model.parameters()).device.type
-            with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        from fairseq_nar_plugins.tasks.autocast import bf16_autocast
+
+        def autocast_train_step(sample, model, *a, **k):  # as the tasks' --autocast-bf16 trains
+            with bf16_autocast(next(model.parameters()).device.type, training=True):
                 return train_step(sample, model, *a, **k)
 
         task.train_step = autocast_train_step

@@ -295,6 +295,26 @@ def test_autocast_bf16_runs_the_forward_in_bf16_and_the_loss_in_fp32():
     assert seen == {"inside": torch.float32, "criterion": torch.float32}
 
 
+def test_bf16_autocast_trains_attention_with_the_math_kernel_on_the_cpu():
+    """The CPU flash-attention backward is slow in bfloat16: a training forward under bf16_autocast takes torch's math
+    kernel (no flash op, bf16 matrix products), generation keeps the flash kernel."""
+    from torch.profiler import profile
+
+    from fairseq_nar_plugins.tasks.autocast import bf16_autocast
+
+    q = torch.randn(2, 2, 5, 8, requires_grad=True)
+
+    def ops(training):
+        with profile() as prof, bf16_autocast("cpu", training=training):
+            out = F.scaled_dot_product_attention(q, q, q)
+        return out.dtype, {e.key for e in prof.key_averages()}
+
+    dtype, names = ops(training=True)
+    assert dtype == torch.bfloat16 and not any("flash" in n for n in names) and "aten::bmm" in names
+    dtype, names = ops(training=False)
+    assert dtype == torch.bfloat16 and "aten::_scaled_dot_product_flash_attention_for_cpu" in names
+
+
 # -------------------------------------------------------------------------------------- training-cost benchmark
 def test_training_cost_script_times_every_system_on_the_same_batches(toy_data_bin, tmp_path):
     tiny = ("--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32 "

@@ -1,4 +1,5 @@
 """translation_lev_ctc: blank symbol, unalignable-pair detection and the skip-in-training / keep-in-eval policy."""
+import dataclasses
 import logging
 from types import SimpleNamespace
 
@@ -142,3 +143,24 @@ def test_train_step_tells_the_model_the_update_number(cls):
     for n in (0, 7):
         task.train_step({"target": torch.ones(1, 3, dtype=torch.long)}, model, criterion, optimizer, n)
     assert seen == [0, 7] and weight.grad.item() == 4.0
+
+
+@pytest.mark.parametrize("cls", [TranslationLevCTCTask, TranslationLevBLEUTask], ids=lambda c: c.__name__)
+def test_autocast_bf16_flag_runs_the_training_forward_in_bf16(cls):
+    """--autocast-bf16 is a flag of both NAR tasks (fairseq's own NAR models train under translation_lev_bleu): the
+    model's forward in train_step runs in bfloat16 with it and in fp32 without it."""
+    assert "autocast_bf16" in {f.name for f in dataclasses.fields(cls.__dataclass)}
+    task = cls.__new__(cls)
+
+    class Net(torch.nn.Linear):
+        def set_num_updates(self, n):
+            pass
+
+    net, seen = Net(4, 3), []
+    net.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    criterion = lambda model, sample: (model(torch.ones(2, 4)).float().sum(), 1, {})  # noqa: E731
+    optimizer = SimpleNamespace(backward=lambda loss: loss.backward())
+    for flag in (True, False):
+        task.cfg = SimpleNamespace(noise="no_noise", autocast_bf16=flag)
+        task.train_step({"target": torch.ones(1, 3, dtype=torch.long)}, net, criterion, optimizer, 0)
+    assert seen == [torch.bfloat16, torch.float32]

@@ -167,3 +167,38 @@ def test_elmer_takes_the_teacher_layers_and_embeddings(ar_teacher, toy_data_bin)
     emb = own["encoder.backbone.embeddings.embed_tokens.weight"]
     assert torch.equal(emb[: emb_t.shape[0]], emb_t)
     assert cfg.model.init_from_checkpoint is None
+
+
+def test_fairseq_cmlm_warm_starts_through_an_initial_checkpoint(ar_teacher, toy_data_bin, tmp_path):
+    """fairseq's own NAR models have no --init-from-checkpoint: scripts/save_initial_checkpoint.py --warm-start-from
+    writes the model with the teacher's tensors (the new length table keeps its initialisation), and fairseq-train
+    --finetune-from-model trains from exactly those weights (make bench's cmlm_warm)."""
+    from fairseq import checkpoint_utils
+
+    from scripts_loader import load_script
+
+    import fairseq_nar_plugins  # noqa: F401
+
+    flags = [toy_data_bin, "--user-dir", USER_DIR, "--task", "translation_lev_bleu", "--noise", "random_mask",
+             "--arch", "cmlm_transformer", *TINY, "--share-all-embeddings", "--apply-bert-init",
+             "--criterion", "nat_loss", "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "2048", "--cpu",
+             "--num-workers", "0", "--seed", "1"]
+    start = tmp_path / "warm_start.pt"
+    load_script("save_initial_checkpoint").main(flags + ["--warm-start-from", ar_teacher, "--output", str(start)])
+    teacher = checkpoint_utils.load_checkpoint_to_cpu(ar_teacher)["model"]
+    student = checkpoint_utils.load_checkpoint_to_cpu(str(start))["model"]
+    taken = [k for k in teacher if k in student and student[k].shape == teacher[k].shape]
+    assert len(taken) >= len(teacher) - 1 and "decoder.layers.1.encoder_attn.k_proj.weight" in taken
+    for k in taken:
+        assert torch.equal(student[k], teacher[k]), k
+    assert "decoder.embed_length.weight" in student and "decoder.embed_length.weight" not in teacher
+    # fairseq-train starts from the file (0 updates: the model it validates is the file's, as its loss shows)
+    save = tmp_path / "run"
+    proc = run_cli("fairseq_cli.train", flags + ["--finetune-from-model", str(start), "--max-update", "1",
+                                                 "--save-dir", str(save), "--no-epoch-checkpoints",
+                                                 "--log-format", "simple"])
+    out = proc.stdout + proc.stderr
+    assert "loaded checkpoint" in out.lower() and str(start) in out
+    trained = checkpoint_utils.load_checkpoint_to_cpu(str(save / "checkpoint_last.pt"))["model"]
+    moved = max((trained[k] - student[k]).abs().max().item() for k in taken)
+    assert 0 < moved < 0.01  # one Adam step from the warm start, not a fresh initialisation

@@ -9,7 +9,8 @@
 #        bnb / bnb_lc         ours: BERT-NAR-BERT (random init, the 8k joint vocabulary), CTC / length classification
 #                             (bnb_lc: classes relative to the source length, pooled encoder states; bnb_lc_paper:
 #                             the paper's absolute classes from the pooled latent z)
-#        deer                 ours: one 6 x 256 stack (= the 3+3 of the others), CTC + Levenshtein editor, block pruning
+#        deer                 ours: one 6 x 256 stack (= the 3+3 of the others), CTC + Levenshtein editor, block pruning;
+#                             the CTC generator alone for DEER_EDITOR_START updates (600), then the editor too
 #        bnb_warm / deer_warm / elmer_warm   the same as bnb / deer / elmer, warm-started from the teacher (--init-from-checkpoint: its layers
 #                             and embeddings; DEER's stack takes its encoder layers, then its decoder layers)
 #        bnb_lc_warm[_offset|_encoder|_encoder_offset]   bnb_lc warm-started, length classes absolute or relative to the
@@ -18,6 +19,10 @@
 #                             the default, so bnb_warm trained since then is the same; bnb_warm_target_length: the other)
 #        elmer                ours: early-exit NAR decoder over a [MASK] canvas (soft exit; LPLM loss), 3+3 x 256
 #        cmlm_transformer, nonautoregressive_transformer   fairseq's peers (mask-predict; vanilla NAT)
+#        cmlm_warm / nonautoregressive_warm   the same peers warm-started from the teacher like the *_warm systems
+#                             (fairseq's models have no --init-from-checkpoint: scripts/save_initial_checkpoint.py
+#                             --warm-start-from writes the starting checkpoint, fairseq-train --finetune-from-model)
+#        NAME_bf16            system NAME trained with --autocast-bf16 (bfloat16 mixed precision, fp32 weights)
 #   3. scripts/benchmark.py --mode full on test_2016_flickr (timed) and test_2017_flickr (scored): sacreBLEU with its
 #      signature, chrF, output tokens, batch-1 latency and batch-64 throughput as ratios to AR greedy in the same run,
 #      parameters, % of the matmul peak -> WORK/report (report.md, results.csv, plot.png = the Pareto plot)
@@ -43,6 +48,9 @@ SYSTEMS=${SYSTEMS:-"nat_ctc_transformer nat_ctc_warm deer deer_warm bnb bnb_warm
 cmlm_transformer nonautoregressive_transformer"}
 LANES=${LANES:-$(nproc)}
 EVAL_EVERY=${EVAL_EVERY:-200}
+# DEER trains its one-step CTC generator alone for this many updates, then the editor too (--editor-start-update; the
+# CTC-first curriculum of docs/deer.md: about 5 CPU-s an update before, 10 after, on one core: give DEER MINUTES >= 120)
+DEER_EDITOR_START=${DEER_EDITOR_START:-600}
 TEACHER_MINUTES=${TEACHER_MINUTES:-150}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 DEVICE_FLAGS=${DEVICE_FLAGS:-$(python -c "import torch; print('' if torch.cuda.is_available() else '--cpu')")}
@@ -88,7 +96,8 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
     bnb_lc_warm_encoder_offset) echo "$(flags bnb_lc_warm_encoder) --pred-length-offset" ;;
     deer) echo "--task translation_lev_ctc --noise random_delete --arch deer_tiny --encoder-layers 6 \
       --encoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --share-all-embeddings \
-      --prune --prune-sizes 1.0,0.75,0.5,0.25 --criterion ctc --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
+      --prune --prune-sizes 1.0,0.75,0.5,0.25 --criterion ctc --label-smoothing 0.1 --lr 0.001 --warmup-updates 200 \
+      --editor-start-update $DEER_EDITOR_START" ;;
     deer_warm) echo "$(flags deer) $WARM" ;;
     cmlm_transformer) echo "--task translation_lev_bleu --noise random_mask --arch cmlm_transformer $SIZE \
       --share-all-embeddings --apply-bert-init --dropout 0.1 --criterion nat_loss --label-smoothing 0.1 \
@@ -101,29 +110,56 @@ flags() {  # the training flags of system $1 (its task, architecture, criterion 
       --share-all-embeddings --criterion layer_permutation --canvas-ratio 1.3 --canvas-offset 4 --canvas-max-length 128 \
       --dropout 0.1 --label-smoothing 0.1 --lr 0.001 --warmup-updates 200" ;;
     elmer_warm) echo "$(flags elmer) $WARM" ;;
+    cmlm_warm) echo "$(flags cmlm_transformer) --lr 0.0007 --warmup-updates 100" ;;  # + start_flags: the teacher
+    nonautoregressive_warm) echo "$(flags nonautoregressive_transformer) --lr 0.0007 --warmup-updates 100" ;;
+    *_bf16) echo "$(flags "${1%_bf16}") --autocast-bf16" ;;  # the same system in bfloat16 mixed precision
     *) echo "ERROR: unknown system '$1' in SYSTEMS (known: nat_ctc_transformer nat_ctc_warm bnb bnb_warm bnb_warm_frames \
 bnb_warm_target_length bnb_lc bnb_lc_paper bnb_lc_warm bnb_lc_warm_offset bnb_lc_warm_encoder \
-bnb_lc_warm_encoder_offset deer deer_warm elmer elmer_warm cmlm_transformer nonautoregressive_transformer)" >&2; return 1 ;;
+bnb_lc_warm_encoder_offset deer deer_warm elmer elmer_warm cmlm_transformer nonautoregressive_transformer cmlm_warm \
+nonautoregressive_warm; NAME_bf16: NAME with --autocast-bf16)" >&2; return 1 ;;
   esac
 }
 eval_args() {  # validation decoding: one pass, except the iterative systems' headline settings
   case $1 in
     deer|deer_warm) echo '{"iter_decode_max_iter": 2}' ;;
-    cmlm_transformer) echo '{"iter_decode_max_iter": 9}' ;;
+    cmlm_transformer|cmlm_warm) echo '{"iter_decode_max_iter": 9}' ;;
+    *_bf16) eval_args "${1%_bf16}" ;;
     *) echo "$ONE_PASS" ;;
   esac
 }
 for s in $SYSTEMS; do flags "$s" >/dev/null; done  # unknown names fail before any training
 
+common_args() {  # NAME: sets the array ARGS to every training flag of system NAME but the budget and the save directory
+  # shellcheck disable=SC2206
+  ARGS=($(flags "$1") $EVAL --eval-bleu-args "$(eval_args "$1")" --optimizer adam --adam-betas '(0.9,0.98)' \
+    --clip-norm 1.0 --lr-scheduler inverse_sqrt --warmup-init-lr 1e-07 --max-tokens 2048 $DEVICE_FLAGS --num-workers 0 \
+    --data-buffer-size 0 --seed 1)
+}
+start_flags() {  # NAME DIR: fairseq's peers warm-started from the teacher: write DIR/warm_start.pt once (the model as
+  # built, then every teacher tensor of the same name and shape), then fairseq-train --finetune-from-model, which
+  # uses it at the first launch only (a resumed run continues from its checkpoint_last.pt)
+  local name=$1 dir=$2
+  case ${name%_bf16} in cmlm_warm|nonautoregressive_warm) ;; *) return 0 ;; esac
+  if [ ! -f "$dir/warm_start.pt" ]; then
+    common_args "$name"
+    OMP_NUM_THREADS=1 python "$ROOT/scripts/save_initial_checkpoint.py" "$D" --user-dir "$USER_DIR" "${ARGS[@]}" \
+      --save-dir "$dir" --warm-start-from "$WORK/ckpt/transformer/checkpoint_best.pt" --output "$dir/warm_start.pt.tmp" \
+      >> "$dir/train.log" 2>&1 || { echo "ERROR: $name: warm start failed; see $dir/train.log" >&2; return 1; }
+    mv "$dir/warm_start.pt.tmp" "$dir/warm_start.pt"
+  fi
+  echo "--finetune-from-model $dir/warm_start.pt"
+}
+
 train() {  # NAME: train one system (one thread), resumable; log in WORK/ckpt/NAME/train.log
-  local name=$1 dir=$WORK/ckpt/$1
+  local name=$1 dir=$WORK/ckpt/$1 start
   begin_training "$name" "$dir" "$MINUTES" || return 0
-  # shellcheck disable=SC2046,SC2086
-  OMP_NUM_THREADS=1 fairseq-train "$D" --user-dir "$USER_DIR" $(flags "$name") $EVAL --eval-bleu-args "$(eval_args "$name")" \
-    --optimizer adam --adam-betas '(0.9,0.98)' --clip-norm 1.0 --lr-scheduler inverse_sqrt --warmup-init-lr 1e-07 \
-    --max-tokens 2048 --stop-time-hours "$(python -c "print($MINUTES / 60)")" --max-update "${MAX_UPDATE:-1000000}" \
+  start=$(start_flags "$name" "$dir") || return 1
+  common_args "$name"
+  # shellcheck disable=SC2086
+  OMP_NUM_THREADS=1 fairseq-train "$D" --user-dir "$USER_DIR" "${ARGS[@]}" $start \
+    --stop-time-hours "$(python -c "print($MINUTES / 60)")" --max-update "${MAX_UPDATE:-1000000}" \
     --save-dir "$dir" --no-epoch-checkpoints --save-interval-updates "$EVAL_EVERY" --keep-interval-updates 1 \
-    $DEVICE_FLAGS --num-workers 0 --data-buffer-size 0 --seed 1 --log-format simple --log-interval 100 \
+    --log-format simple --log-interval 100 \
     >> "$dir/train.log" 2>&1 || { echo "ERROR: $name failed; the end of $dir/train.log:" >&2; tail -n 20 "$dir/train.log" >&2; return 1; }
   finish_training "$name" "$dir"
 }
@@ -136,24 +172,29 @@ echo "== 3/5 benchmark (full mode, test_2016_flickr timed, test_2017_flickr scor
 CKPTS=(--checkpoint "transformer=$WORK/ckpt/transformer/checkpoint_best.pt")
 MARGS=(--model-args "transformer=--max-len-a 1.2 --max-len-b 10")
 for s in $SYSTEMS; do
-  case $s in  # the benchmark's model names (evaluation/registry.py); a label tells two checkpoints of one model apart
-    nat_ctc_warm) CKPTS+=(--checkpoint "nat_ctc_transformer@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
-    bnb_warm) CKPTS+=(--checkpoint "bnb@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
-    bnb_warm_frames) CKPTS+=(--checkpoint "bnb@warm-start-frames=$WORK/ckpt/$s/checkpoint_best.pt") ;;
-    bnb_warm_target_length) CKPTS+=(--checkpoint "bnb@warm-start-target-length=$WORK/ckpt/$s/checkpoint_best.pt") ;;
-    bnb_lc_paper) CKPTS+=(--checkpoint "bnb_lc@paper=$WORK/ckpt/$s/checkpoint_best.pt") ;;
-    bnb_lc_warm*) CKPTS+=(--checkpoint "bnb_lc@${s#bnb_lc_}=$WORK/ckpt/$s/checkpoint_best.pt") ;;
-    deer_warm) CKPTS+=(--checkpoint "deer@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
-    elmer) CKPTS+=(--checkpoint "elmer=$WORK/ckpt/$s/checkpoint_best.pt" \
-                   --checkpoint "elmer_hard=$WORK/ckpt/$s/checkpoint_best.pt") ;;
-    elmer_warm) CKPTS+=(--checkpoint "elmer@warm-start=$WORK/ckpt/$s/checkpoint_best.pt") ;;
-    *) CKPTS+=(--checkpoint "$s=$WORK/ckpt/$s/checkpoint_best.pt") ;;
+  base=${s%_bf16}  # NAME_bf16: NAME trained with --autocast-bf16; its labels get "-bf16"
+  case $base in  # the benchmark's model names (evaluation/registry.py); a label tells two checkpoints of one model apart
+    nat_ctc_warm) keys=("nat_ctc_transformer@warm-start") ;;
+    bnb_warm) keys=("bnb@warm-start") ;;
+    bnb_warm_frames) keys=("bnb@warm-start-frames") ;;
+    bnb_warm_target_length) keys=("bnb@warm-start-target-length") ;;
+    bnb_lc_paper) keys=("bnb_lc@paper") ;;
+    bnb_lc_warm*) keys=("bnb_lc@${base#bnb_lc_}") ;;
+    deer) keys=("deer" "deer@50%") ;;
+    deer_warm) keys=("deer@warm-start" "deer@warm-start-50%") ;;
+    elmer) keys=("elmer" "elmer_hard") ;;
+    elmer_warm) keys=("elmer@warm-start") ;;
+    cmlm_warm) keys=("cmlm_transformer@warm-start") ;;
+    nonautoregressive_warm) keys=("nonautoregressive_transformer@warm-start") ;;
+    *) keys=("$base") ;;
   esac
-  if [ "$s" = deer ] || [ "$s" = deer_warm ]; then
-    label=$([ "$s" = deer ] && echo "deer@50%" || echo "deer@warm-start-50%")
-    CKPTS+=(--checkpoint "$label=$WORK/ckpt/$s/checkpoint_best.pt")
-    MARGS+=(--model-args "$label=--model-overrides {'prune_size':0.5}")
-  fi
+  for key in "${keys[@]}"; do
+    if [ "$s" != "$base" ]; then
+      case $key in *@*) key=$key-bf16 ;; *) key=$key@bf16 ;; esac
+    fi
+    CKPTS+=(--checkpoint "$key=$WORK/ckpt/$s/checkpoint_best.pt")
+    case $key in *50%*) MARGS+=(--model-args "$key=--model-overrides {'prune_size':0.5}") ;; esac
+  done
 done
 OMP_NUM_THREADS=${BENCH_THREADS:-1} python "$ROOT/scripts/benchmark.py" --mode full --out-dir "$WORK/report" \
   --data "$WORK/bin" --reference "$WORK/spm/raw/test_2016_flickr.de" \

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads, fixed for the whole run and reported (default 1; inter-op 1)")
     g.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
+    g.add_argument("--autocast-bf16", action="store_true",
+                   help="decode every system, the AR baseline included, under torch.autocast(bfloat16) (weights stay "
+                   "fp32; what the NAR tasks' --autocast-bf16 does in fairseq-generate); the matmul peak is then "
+                   "measured in bfloat16. Pays on hardware with native bf16 (AVX512-BF16/AMX CPUs, Ampere+ GPUs)")
     g.add_argument("--repeats", type=int, default=3,
                    help="timed rounds; each round decodes every (system, setting) once, rounds alternate forward "
                         "and reverse order; medians and paired ratios over rounds are reported (default 3)")
@@ -193,7 +197,8 @@ def build_systems(args, data_dir: str, work: str):
             systems += build_model_systems(spec, data_dir, args.source_lang, args.target_lang, args.gen_subset,
                                            size=registry.SIZES[args.size],
                                            extra_args=extra + _named_args(per_model, spec.name),
-                                           device=args.device, force_lengths=True)
+                                           device=args.device, force_lengths=True,
+                                           autocast_bf16=args.autocast_bf16)
     else:
         checkpoints = _parse_named(args.checkpoint, "--checkpoint")
         if not checkpoints:
@@ -217,7 +222,7 @@ def build_systems(args, data_dir: str, work: str):
             systems += build_model_systems(spec, own_data, args.source_lang, args.target_lang,
                                            args.gen_subset, checkpoint=path,
                                            extra_args=extra + _named_args(per_model, key), device=args.device,
-                                           label=label or None)
+                                           label=label or None, autocast_bf16=args.autocast_bf16)
     return systems
 
 
@@ -412,6 +417,7 @@ def main(argv=None):
     import fairseq_nar_plugins  # noqa: F401  (registers our tasks/models, safe checkpoint loading)
 
     from . import profiling, report, speed
+    import torch
 
     threads = speed.fix_threads(args.threads)
     machine = speed.machine_info(args.device)
@@ -431,12 +437,14 @@ def main(argv=None):
         logger.info(f"data and {len(systems)} systems ready after {time.perf_counter() - t_start:.1f} s")
         latency_ids = speed.spread_ids(n_sent, args.latency_sentences)
         logger.info(f"{len(systems)} systems, {n_sent} sentences, threads {threads}; measuring matmul peak")
-        peaks = [speed.matmul_peak(args.matmul_size, device=args.device)]
+        peak_dtype = torch.bfloat16 if args.autocast_bf16 else torch.float32
+        peaks = [speed.matmul_peak(args.matmul_size, device=args.device, dtype=peak_dtype)]
         logger.info(f"matmul peak {peaks[0]['best_gflops']:.1f} GFLOP/s; timing {args.repeats} interleaved rounds")
         results = speed.run_speed(
             systems, settings, args.gen_subset, latency_ids, args.repeats, args.warmup_batches, force,
             log=logger.info, flop_settings=[] if args.no_flops else [settings[0].name, settings[1].name],
-            after_round=lambda r: peaks.append(speed.matmul_peak(args.matmul_size, device=args.device)),
+            after_round=lambda r: peaks.append(speed.matmul_peak(args.matmul_size, device=args.device,
+                                                                  dtype=peak_dtype)),
             throughput_batches=args.throughput_batches)
         peak = {"n": args.matmul_size, "measurements": len(peaks),
                 "best_gflops": max(p["best_gflops"] for p in peaks),
@@ -466,7 +474,7 @@ def main(argv=None):
         f"{threads['torch_threads']} (inter-op {threads['torch_interop_threads']}); load average (1/5/15 min) "
         f"{machine['load_average_1_5_15']} at start, {load_end} at end",
         f"- matmul peak: {peak['best_gflops']:.1f} GFLOP/s best, {peak['median_gflops']:.1f} median "
-        f"({peak['n']}x{peak['n']} fp32 torch.matmul, same threads; 10 runs before the rounds and after each round, "
+        f"({peak['n']}x{peak['n']} {'bf16' if args.autocast_bf16 else 'fp32'} torch.matmul, same threads; 10 runs before the rounds and after each round, "
         f"{peak['measurements']} sets); '% peak' is against the best",
         f"- data: {data_desc}; {n_sent} sentences; batch-1 latency over {len(latency_ids)} of them; throughput "
         + (f"over {args.throughput_batches} batches per setting, spread over the length-sorted batches"
@@ -479,6 +487,8 @@ def main(argv=None):
         f"- protocol: timed = task.inference_step (fairseq-generate's gen_timer); warm-up: {args.warmup_batches} "
         f"untimed batch(es) per (system, setting); {args.repeats} rounds alternating forward/reverse order over all "
         "(system, setting) pairs; medians over rounds; ratios paired within rounds, then median",
+        "- precision: " + ("bf16 autocast (torch.autocast(bfloat16), fp32 weights) for every system, the baseline "
+                           "included" if args.autocast_bf16 else "fp32"),
         f"- FLOPs: torch.utils.flop_counter (matmul + attention, 2 per multiply-add), counted once at batch 1 and "
         f"at {settings[1].name}; profile: torch.profiler on {len(prof_ids) if profiles else 0} batch-1 sentences "
         "(self time of matrix ops vs wall time under the profiler; the profile section also gives matrix time against "

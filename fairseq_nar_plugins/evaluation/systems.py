@@ -274,6 +274,7 @@ class System:
     forcer: LengthForcer
     device: str = "cpu"
     label: Optional[str] = None  # tells apart several checkpoints of one model, e.g. "lc-minilm-distilled"
+    autocast_bf16: bool = False  # decode under torch.autocast(bfloat16), as the NAR tasks' --autocast-bf16 does
 
     @property
     def model_name(self) -> str:
@@ -317,8 +318,15 @@ class System:
             self.model.apply_model_overrides(ast.literal_eval(overrides))
 
     def inference(self, sample):
-        """What fairseq-generate times: ``task.inference_step(generator, models, sample)``."""
-        return self.task.inference_step(self.generator, [self.model], sample)
+        """What fairseq-generate times: ``task.inference_step(generator, models, sample)``; with ``autocast_bf16``
+        under ``torch.autocast(bfloat16)`` on the system's device, whatever the task (fairseq's ``translation``
+        has no such flag, so the AR baseline is autocast here the same way as the NAR systems)."""
+        from ..tasks.autocast import bf16_autocast
+
+        if not self.autocast_bf16:
+            return self.task.inference_step(self.generator, [self.model], sample)
+        with bf16_autocast(torch.device(self.device).type, training=False):
+            return self.task.inference_step(self.generator, [self.model], sample)
 
     def batches_by_ids(self, split: str, ids: Sequence[int]):
         """One batch per sentence id (batch size 1), collated by the dataset as fairseq's iterator does."""
@@ -368,7 +376,7 @@ def _parse(argv: List[str], with_model: bool):
 def build_model_systems(spec: ModelSpec, data_dir: str, src: str, tgt: str, split: str,
                         size: Optional[Size] = None, checkpoint: Optional[str] = None,
                         extra_args: Sequence[str] = (), device: str = "cpu", force_lengths: bool = False,
-                        label: Optional[str] = None) -> List[System]:
+                        label: Optional[str] = None, autocast_bf16: bool = False) -> List[System]:
     """One :class:`System` per decoding of ``spec``, sharing one task and one model.
 
     Without ``checkpoint`` the model is built with random weights from ``spec.arch``, ``spec.model_args`` and the
@@ -376,6 +384,7 @@ def build_model_systems(spec: ModelSpec, data_dir: str, src: str, tgt: str, spli
     it. ``extra_args``: more fairseq flags for every system (e.g. ``--bpe sentencepiece --sentencepiece-model M``).
     ``force_lengths``: install the model's :class:`LengthForcer` (quick mode); otherwise generators stay exactly as
     ``task.build_generator`` made them.
+    ``autocast_bf16``: every decoding runs under ``torch.autocast(bfloat16)`` (:meth:`System.inference`).
     """
     from fairseq import checkpoint_utils, tasks
 
@@ -408,5 +417,5 @@ def build_model_systems(spec: ModelSpec, data_dir: str, src: str, tgt: str, spli
             with_model=checkpoint is None)
         generator = task.build_generator([model], dcfg.generation)
         forcer = make_length_forcer(spec, model, generator) if force_lengths else LengthForcer()
-        systems.append(System(spec, decoding, task, model, generator, dcfg, forcer, device, label))
+        systems.append(System(spec, decoding, task, model, generator, dcfg, forcer, device, label, autocast_bf16))
     return systems

@@ -10,12 +10,21 @@ autocasts on CUDA only. With ``--autocast-bf16`` the task runs the model's forwa
 * the model's floating outputs are returned to the criterion as fp32, so that log-softmax, the losses and their
   reductions run in fp32 (under CPU autocast ``log_softmax`` would otherwise stay in bfloat16).
 
+* on the CPU, a training forward (gradients enabled) uses torch's math attention kernel
+  (``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)``): the CPU flash-attention kernel's backward is about 2.5x slower
+  in bfloat16 than in fp32 (one update of make bench's ``nat_ctc_transformer``: 1.04 s of 8.1 s in it under bf16,
+  0.19 s in fp32), while the math kernel's matrix products run at bfloat16 speed. Generation keeps the flash kernel,
+  which is faster in bfloat16 without a backward.
+
 Whether it is faster depends on the hardware: it needs native bfloat16 arithmetic (CPUs with AVX512-BF16 or AMX,
 GPUs from Ampere on); elsewhere bfloat16 matrix products are emulated and much slower than fp32 (see
 ``scripts/training_cost.py --precision bf16`` to measure).
 """
+import contextlib
+
 import torch
 from fairseq import utils
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def _fp32(tensor):
@@ -30,8 +39,7 @@ class _AutocastModel:
         object.__setattr__(self, "_model", model)
 
     def __call__(self, *args, **kwargs):
-        device = next(self._model.parameters()).device.type
-        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        with bf16_autocast(next(self._model.parameters()).device.type, training=torch.is_grad_enabled()):
             out = self._model(*args, **kwargs)
         return utils.apply_to_sample(_fp32, out)
 
@@ -42,8 +50,18 @@ class _AutocastModel:
         setattr(self._model, name, value)
 
 
-def _autocast_for(model):
-    return torch.autocast(device_type=next(model.parameters()).device.type, dtype=torch.bfloat16)
+def bf16_autocast(device_type: str, training: bool):
+    """``torch.autocast(device_type, bfloat16)``; for a training forward on the CPU also torch's math attention
+    kernel, whose backward is faster in bfloat16 than the CPU flash kernel's (module docstring)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast(device_type=device_type, dtype=torch.bfloat16))
+    if device_type == "cpu" and training:
+        stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+    return stack
+
+
+def _autocast_for(model):  # validation and generation
+    return bf16_autocast(next(model.parameters()).device.type, training=False)
 
 
 class AutocastMixin:

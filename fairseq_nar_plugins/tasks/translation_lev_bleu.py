@@ -30,7 +30,9 @@ P decodings without a gain, pass ``--patience`` P x N / (validation interval in 
 ``translation_lev_bleu`` is ``translation_lev`` with the mixin, for fairseq's own NAR models (``cmlm_transformer``,
 ``nonautoregressive_transformer``, ...): fairseq's task name cannot be re-registered by a plugin. Train with
 ``--task translation_lev_bleu``; its checkpoints decode with ``--task translation_lev`` or ``translation_lev_bleu``.
-``translation_lev_ctc`` (:mod:`.translation_lev_ctc`) has the same flags through the same mixin.
+``translation_lev_ctc`` (:mod:`.translation_lev_ctc`) has the same flags through the same mixin. Both tasks also take
+``--autocast-bf16`` (bfloat16 mixed precision on any device, :mod:`.autocast`) and tell the model the update number
+(:class:`UpdateCountMixin`).
 """
 import json
 import logging
@@ -41,6 +43,8 @@ from fairseq.dataclass.configs import GenerationConfig
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import EVAL_BLEU_ORDER
 from fairseq.tasks.translation_lev import TranslationLevenshteinConfig, TranslationLevenshteinTask
+
+from .autocast import AutocastMixin
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +70,15 @@ class TranslationLevBLEUConfig(TranslationLevenshteinConfig):
             "first validation after each multiple of N updates; other validations log the loss and 'bleu -inf', "
             "so that checkpoint_best.pt and best_bleu only follow decoded models (needs "
             "--maximize-best-checkpoint-metric; --patience counts every validation). 0: decode at every validation"
+        },
+    )
+    autocast_bf16: bool = field(
+        default=False,
+        metadata={
+            "help": "bfloat16 mixed precision on any device, the CPU included (fairseq's --bf16 needs a TPU): the "
+            "forward passes of training, validation and generation run under torch.autocast(bfloat16), weights, "
+            "optimizer and losses stay fp32. Faster only with native bf16 arithmetic (AVX512-BF16/AMX CPUs, "
+            "Ampere+ GPUs); emulated elsewhere, and then slower than fp32"
         },
     )
 
@@ -212,7 +225,7 @@ def check_eval_bleu_config(cfg):
 
 
 @register_task("translation_lev_bleu", dataclass=TranslationLevBLEUConfig)
-class TranslationLevBLEUTask(ValidationBLEUMixin, UpdateCountMixin, TranslationLevenshteinTask):
+class TranslationLevBLEUTask(AutocastMixin, ValidationBLEUMixin, UpdateCountMixin, TranslationLevenshteinTask):
     """fairseq's ``translation_lev`` with validation BLEU (``--eval-bleu``, ``--eval-bleu-interval-updates``) for
     fairseq's NAR models; otherwise identical (data, noise, generator). See the module docstring."""
 

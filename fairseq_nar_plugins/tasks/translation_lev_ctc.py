@@ -60,15 +60,6 @@ class TranslationLevCTCConfig(TranslationLevBLEUConfig):
             "(e.g. '<unk>' reuses the unknown-word symbol, as DEER does with pretrained vocabularies)"
         },
     )
-    autocast_bf16: bool = field(
-        default=False,
-        metadata={
-            "help": "bfloat16 mixed precision on any device, the CPU included (fairseq's --bf16 needs a TPU): the "
-            "forward passes of training, validation and generation run under torch.autocast(bfloat16), weights, "
-            "optimizer and losses stay fp32. Faster only with native bf16 arithmetic (AVX512-BF16/AMX CPUs, "
-            "Ampere+ GPUs); emulated elsewhere, and then slower than fp32"
-        },
-    )
 
 
 def unalignable_mask(dataset, ratio: float) -> np.ndarray:
