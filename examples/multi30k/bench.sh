@@ -31,6 +31,9 @@
 # Usage: examples/multi30k/bench.sh DATA_DIR WORK_DIR MINUTES_PER_SYSTEM
 # BENCH_ARGS: more scripts/benchmark.py flags (e.g. "--throughput-batches 4 --no-profile").
 # TRAIN_ONLY=1 stops after step 2 (e.g. to train some SYSTEMS now and benchmark all of them later).
+# REPORT=DIR writes steps 3-4 there (default WORK/report); UPDATE_README=0 leaves README.md, docs/benchmark.md and
+# docs/*.png as they are (a partial run beside the front-page one). BENCH_ARGS="--autocast-bf16" times every system,
+# the AR baseline included, in bfloat16.
 # MAX_UPDATE=N also stops each training after N updates (equal compute for an A/B when jobs share a core).
 # Resumable: each finished step leaves a .done marker; an interrupted training resumes from its checkpoint_last.pt
 # and fairseq counts the time of earlier runs against the budget. To train a system longer, delete its .done marker
@@ -51,6 +54,7 @@ EVAL_EVERY=${EVAL_EVERY:-200}
 # DEER trains its one-step CTC generator alone for this many updates, then the editor too (--editor-start-update; the
 # CTC-first curriculum of docs/deer.md: about 5 CPU-s an update before, 10 after, on one core: give DEER MINUTES >= 120)
 DEER_EDITOR_START=${DEER_EDITOR_START:-600}
+REPORT=${REPORT:-$WORK/report}
 TEACHER_MINUTES=${TEACHER_MINUTES:-150}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 DEVICE_FLAGS=${DEVICE_FLAGS:-$(python -c "import torch; print('' if torch.cuda.is_available() else '--cpu')")}
@@ -196,7 +200,7 @@ for s in $SYSTEMS; do
     case $key in *50%*) MARGS+=(--model-args "$key=--model-overrides {'prune_size':0.5}") ;; esac
   done
 done
-OMP_NUM_THREADS=${BENCH_THREADS:-1} python "$ROOT/scripts/benchmark.py" --mode full --out-dir "$WORK/report" \
+OMP_NUM_THREADS=${BENCH_THREADS:-1} python "$ROOT/scripts/benchmark.py" --mode full --out-dir "$REPORT" \
   --data "$WORK/bin" --reference "$WORK/spm/raw/test_2016_flickr.de" \
   --extra-test "test1=$WORK/spm/raw/test_2017_flickr.de" --threads "${BENCH_THREADS:-1}" \
   --latency-sentences "${LATENCY_SENTENCES:-64}" --repeats "${BENCH_REPEATS:-3}" ${BENCH_ARGS:-} \
@@ -205,16 +209,17 @@ OMP_NUM_THREADS=${BENCH_THREADS:-1} python "$ROOT/scripts/benchmark.py" --mode f
 echo "== 4/5 learning curves"
 CURVES=("AR teacher=$WORK/ckpt/transformer/train.log")
 for s in $SYSTEMS; do CURVES+=("$s=$WORK/ckpt/$s/train.log"); done
-python "$ROOT/scripts/learning_curve.py" "${CURVES[@]}" --threads 1 --threads "AR teacher=$TEACHER_THREADS" --csv "$WORK/report/curve.csv" \
-  --png "$WORK/report/curve.png"
+python "$ROOT/scripts/learning_curve.py" "${CURVES[@]}" --threads 1 --threads "AR teacher=$TEACHER_THREADS" --csv "$REPORT/curve.csv" \
+  --png "$REPORT/curve.png"
 
+if [ "${UPDATE_README:-1}" = 0 ]; then echo "== UPDATE_README=0: report in $REPORT, README untouched"; exit 0; fi
 echo "== 5/5 README results (front-page table) and docs/benchmark.md (full report)"
 NOTE="make bench: every NAR system trained $MINUTES CPU-minutes (one thread) on the teacher-distilled data, $(nproc) cores, total $(( ($(date +%s) - T0) / 60 )) minutes"
-python "$ROOT/scripts/update_readme_results.py" --readme "$ROOT/docs/benchmark.md" --report "$WORK/report/report.md" \
-  --plot "$WORK/report/plot.png" --plot-dest "$ROOT/docs/bench.png" --note "$NOTE"
-python "$ROOT/scripts/update_readme_results.py" --readme "$ROOT/README.md" --report "$WORK/report/report.md" \
+python "$ROOT/scripts/update_readme_results.py" --readme "$ROOT/docs/benchmark.md" --report "$REPORT/report.md" \
+  --plot "$REPORT/plot.png" --plot-dest "$ROOT/docs/bench.png" --note "$NOTE"
+python "$ROOT/scripts/update_readme_results.py" --readme "$ROOT/README.md" --report "$REPORT/report.md" \
   --table-only --columns system "params (M)" "batch-1 ms/sent (median [min-max])" "speed-up vs AR" "x AR @batch 64" \
-  sacreBLEU chrF "sacreBLEU test1" --plot "$WORK/report/plot.png" --plot-dest "$ROOT/docs/bench.png" --note "$NOTE" \
+  sacreBLEU chrF "sacreBLEU test1" --plot "$REPORT/plot.png" --plot-dest "$ROOT/docs/bench.png" --note "$NOTE" \
   --footer "Learning curves: [docs/curve.png](docs/curve.png); full report: [docs/benchmark.md](docs/benchmark.md)"
-cp "$WORK/report/curve.png" "$ROOT/docs/curve.png"
-echo "== done in $(( $(date +%s) - T0 )) s; report in $WORK/report"
+cp "$REPORT/curve.png" "$ROOT/docs/curve.png"
+echo "== done in $(( $(date +%s) - T0 )) s; report in $REPORT"

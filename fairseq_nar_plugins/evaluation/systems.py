@@ -321,11 +321,11 @@ class System:
         """What fairseq-generate times: ``task.inference_step(generator, models, sample)``; with ``autocast_bf16``
         under ``torch.autocast(bfloat16)`` on the system's device, whatever the task (fairseq's ``translation``
         has no such flag, so the AR baseline is autocast here the same way as the NAR systems)."""
-        from ..tasks.autocast import bf16_autocast
+        from ..tasks.autocast import bf16_generation
 
         if not self.autocast_bf16:
             return self.task.inference_step(self.generator, [self.model], sample)
-        with bf16_autocast(torch.device(self.device).type, training=False):
+        with bf16_generation(self.model):
             return self.task.inference_step(self.generator, [self.model], sample)
 
     def batches_by_ids(self, split: str, ids: Sequence[int]):

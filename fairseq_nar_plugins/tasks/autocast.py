@@ -31,6 +31,20 @@ def _fp32(tensor):
     return tensor.float() if torch.is_tensor(tensor) and tensor.dtype == torch.bfloat16 else tensor
 
 
+def _to_fp32(obj):
+    """``obj`` with every bfloat16 tensor in it (nested dicts, lists, tuples, named tuples) cast to fp32."""
+    if torch.is_tensor(obj):
+        return _fp32(obj)
+    if isinstance(obj, dict):
+        return type(obj)((k, _to_fp32(v)) for k, v in obj.items())
+    if isinstance(obj, list):
+        return [_to_fp32(v) for v in obj]
+    if isinstance(obj, tuple):
+        values = [_to_fp32(v) for v in obj]
+        return type(obj)(*values) if hasattr(obj, "_fields") else tuple(values)
+    return obj
+
+
 class _AutocastModel:
     """``model`` as the criterion sees it: its forward under bf16 autocast, bf16 outputs returned as fp32. Every
     other attribute is the model's."""
@@ -60,8 +74,21 @@ def bf16_autocast(device_type: str, training: bool):
     return stack
 
 
-def _autocast_for(model):  # validation and generation
-    return bf16_autocast(next(model.parameters()).device.type, training=False)
+@contextlib.contextmanager
+def bf16_generation(model):
+    """Decoding with ``model`` under bf16 autocast: inside its encoder and decoder bfloat16, at their boundaries fp32
+    (forward hooks cast their bf16 outputs), so that a generator's own fp32 state meets fp32 outputs (fairseq's
+    ``cmlm_transformer.forward_decoder`` scatters decoder scores into fp32 ``output_scores``: with bf16 scores it
+    stops with a dtype error)."""
+    hooks = [m.register_forward_hook(lambda module, inputs, output: _to_fp32(output))
+             for m in (getattr(model, "encoder", None), getattr(model, "decoder", None))
+             if isinstance(m, torch.nn.Module)]
+    try:
+        with bf16_autocast(next(model.parameters()).device.type, training=False):
+            yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 class AutocastMixin:
@@ -76,11 +103,11 @@ class AutocastMixin:
     def valid_step(self, sample, model, criterion, **kwargs):
         if not self.cfg.autocast_bf16:
             return super().valid_step(sample, model, criterion, **kwargs)
-        with _autocast_for(model):  # also the validation BLEU's decoding
+        with bf16_generation(model):  # also the validation BLEU's decoding
             return super().valid_step(sample, _AutocastModel(model), criterion, **kwargs)
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         if not self.cfg.autocast_bf16:
             return super().inference_step(generator, models, sample, prefix_tokens, constraints)
-        with _autocast_for(models[0]):
+        with bf16_generation(models[0]):
             return super().inference_step(generator, models, sample, prefix_tokens, constraints)
