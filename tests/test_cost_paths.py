@@ -315,6 +315,32 @@ def test_bf16_autocast_trains_attention_with_the_math_kernel_on_the_cpu():
     assert dtype == torch.bfloat16 and "aten::_scaled_dot_product_flash_attention_for_cpu" in names
 
 
+@pytest.mark.parametrize("via", ["task flag", "benchmark"])
+def test_bf16_generation_of_fairseq_cmlm_and_ours_returns_fp32_scores(toy_data_bin, via):
+    """Decoding under bf16 autocast, through the task's --autocast-bf16 (fairseq-generate, validation BLEU) or
+    benchmark.py --autocast-bf16: fairseq's cmlm_transformer mixes the decoder's scores into fp32 state (it stopped
+    with a masked_scatter dtype error), so encoder and decoder outputs come back as fp32; CTC and AR models too."""
+    from fairseq_nar_plugins.evaluation import registry
+    from fairseq_nar_plugins.evaluation.systems import build_model_systems
+
+    for name in ("cmlm_transformer", "nat_ctc_transformer", "transformer"):
+        spec = registry.MODELS[name]
+        extra = []
+        if via == "task flag" and spec.kind == "nar":  # fairseq's NAR models: under our translation_lev_bleu
+            extra = ["--autocast-bf16"] + (["--task", "translation_lev_bleu"] if spec.task == "translation_lev" else [])
+        systems = build_model_systems(spec, toy_data_bin, "src", "tgt", "valid", size=registry.SIZES["tiny"],
+                                      extra_args=extra, autocast_bf16=via == "benchmark")
+        seen = []
+        layer = systems[0].model.decoder.layers[0]  # (SequenceGenerator calls decoder.forward: no hook on it runs)
+        hook = layer.register_forward_pre_hook(lambda m, a: seen.append(torch.is_autocast_enabled("cpu")))
+        for system in systems:
+            system.activate()
+            hypos = system.inference(system.batches("valid", None, 8)[0])
+            assert hypos[0][0]["positional_scores"].dtype == torch.float32, system.name
+        hook.remove()
+        assert seen and all(seen) or (via == "task flag" and spec.kind == "ar"), name
+
+
 # -------------------------------------------------------------------------------------- training-cost benchmark
 def test_training_cost_script_times_every_system_on_the_same_batches(toy_data_bin, tmp_path):
     tiny = ("--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32 "
