@@ -474,7 +474,8 @@ def main(argv=None):
         f"{threads['torch_threads']} (inter-op {threads['torch_interop_threads']}); load average (1/5/15 min) "
         f"{machine['load_average_1_5_15']} at start, {load_end} at end",
         f"- matmul peak: {peak['best_gflops']:.1f} GFLOP/s best, {peak['median_gflops']:.1f} median "
-        f"({peak['n']}x{peak['n']} {'bf16' if args.autocast_bf16 else 'fp32'} torch.matmul, same threads; 10 runs before the rounds and after each round, "
+        f"({peak['n']}x{peak['n']} {'bf16' if args.autocast_bf16 else 'fp32'} torch.matmul, same threads; 10 runs "
+        "before the rounds and after each round, "
         f"{peak['measurements']} sets); '% peak' is against the best",
         f"- data: {data_desc}; {n_sent} sentences; batch-1 latency over {len(latency_ids)} of them; throughput "
         + (f"over {args.throughput_batches} batches per setting, spread over the length-sorted batches"

@@ -23,7 +23,6 @@ GPUs from Ampere on); elsewhere bfloat16 matrix products are emulated and much s
 import contextlib
 
 import torch
-from fairseq import utils
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
@@ -55,7 +54,7 @@ class _AutocastModel:
     def __call__(self, *args, **kwargs):
         with bf16_autocast(next(self._model.parameters()).device.type, training=torch.is_grad_enabled()):
             out = self._model(*args, **kwargs)
-        return utils.apply_to_sample(_fp32, out)
+        return _to_fp32(out)
 
     def __getattr__(self, name):
         return getattr(self._model, name)
